@@ -1,0 +1,47 @@
+"""Hydra entry points. Bad input prints one line naming the key and what is allowed, and exits with 2."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from ptforget.errors import ConfigError
+
+
+def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
+    """Turn a ConfigError into one clear stderr line and exit status 2."""
+
+    def wrapper(cfg: DictConfig) -> Any:
+        try:
+            return fn(cfg)
+        except ConfigError as err:
+            print(f"ptforget: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    wrapper.__name__ = fn.__name__
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@guarded
+def train_main(cfg: DictConfig) -> float | None:
+    """ptforget-train: one post-training run (or a sweep with -m); prints its forgetting summary."""
+    from ptforget.summary import print_summary
+    from ptforget.train import run_training
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    summary = run_training(cfg, run_dir)
+    if not cfg.quiet:
+        print_summary(summary, run_dir)
+    return summary["final"].get("old_mass")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    train_main()

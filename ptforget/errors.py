@@ -1,0 +1,24 @@
+"""One exception type for bad input, so entry points can print one clear line and exit non-zero."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid: names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
+
+
+def check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError(key, value, allowed) unless ``cond`` holds."""
+    if not cond:
+        raise ConfigError(key, value, allowed)
+
+
+def check_choice(value: Any, key: str, choices: tuple[str, ...] | list[str]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    check(value in choices, key, value, "one of " + ", ".join(repr(c) for c in choices))

@@ -1,0 +1,118 @@
+"""Generator interface shared by mixtures, mixture-density networks and flows.
+
+Every generator gives an exact ``log_prob``, detached ``sample``, a gradient-correct ``expectation`` and a
+``readout(task)`` with the region view (old-region mass and conditional old mean), so GMM, MDN and flow results
+are comparable. Mixture families add the component view (weight, old mean, new mean).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ptforget.tasks import TwoModeTask
+
+
+class Generator(nn.Module):
+    """Base class. Subclasses implement ``log_prob``, ``sample`` and ``expectation``."""
+
+    #: the family has mixture components (component view, enumerated expectation)
+    has_components: bool = False
+    #: ``rsample`` gives a reparameterised sample of the whole model
+    supports_pathwise: bool = False
+
+    def log_prob(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def sample(self, n: int) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def rsample(self, n: int) -> Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no whole-model pathwise sampler")
+
+    def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:  # pragma: no cover
+        """Estimate E_q[f(x)] with a gradient that is correct for this family."""
+        raise NotImplementedError
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer parameter groups (mixtures split weight / old / new with learning-rate multipliers)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
+
+    def project_(self) -> None:
+        """Project parameters back to their feasible set after an optimizer step (no-op by default)."""
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    # ------------------------------------------------------------------ readout
+    @torch.no_grad()
+    def region_view(self, task: TwoModeTask, n: int) -> dict[str, Tensor]:
+        """Old-region mass and E_q[x | old region], E_q[x | new region], by Monte Carlo with n samples."""
+        x = self.sample(n)
+        mask = task.old_region(x).to(x.dtype).unsqueeze(-1)
+        old = (x * mask).sum(0) / mask.sum().clamp_min(1.0)
+        new = (x * (1 - mask)).sum(0) / (1 - mask).sum().clamp_min(1.0)
+        return {"region_mass": mask.mean(), "region_mean": old, "new_region_mean": new}
+
+    @torch.no_grad()
+    def component_view(self) -> dict[str, Tensor] | None:
+        """Weight of the old component and the old/new component means, where the family has components."""
+        return None
+
+    @torch.no_grad()
+    def readout(self, task: TwoModeTask, n: int = 4096) -> dict[str, Tensor]:
+        """All readouts as 0-d / 1-d tensors on the generator's device (no host sync)."""
+        out = dict(self.region_view(task, n))
+        comp = self.component_view()
+        if comp is not None:
+            out.update(comp)
+        return out
+
+
+def gaussian_log_prob(x: Tensor, loc: Tensor, scale_tril_inv: Tensor, log_det: Tensor) -> Tensor:
+    """Log density of N(loc, L L^T) for every (sample, component) pair.
+
+    x: (n, d); loc: (K, d); scale_tril_inv: (K, d, d) = L^{-1}; log_det: (K,) = sum log diag L.
+    Returns (n, K).
+    """
+    diff = x.unsqueeze(-2) - loc  # (n, K, d)
+    z = torch.einsum("kij,nkj->nki", scale_tril_inv, diff)
+    d = x.shape[-1]
+    return -0.5 * (z**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
+
+
+def region_stats(weights: Tensor, loc: Tensor, cov: Tensor, task: TwoModeTask) -> dict[str, Tensor]:
+    """Exact region view of a Gaussian mixture: the old region of an equal-covariance task is a half-space."""
+    a, b = task.old_region_halfspace()
+    mass, old = halfspace_stats(weights, loc, cov, a, b)
+    _, new = halfspace_stats(weights, loc, cov, -a, -b)
+    return {"region_mass": mass, "region_mean": old, "new_region_mean": new}
+
+
+def halfspace_stats(weights: Tensor, loc: Tensor, cov: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact mass and conditional mean of a Gaussian mixture on the half-space {x : a.x > b}.
+
+    For N(m, S): y = a.x ~ N(a.m, a'Sa), P(y > b) = Phi(alpha) with alpha = (a.m - b)/s, and
+    E[x | y > b] = m + S a / s * phi(alpha) / Phi(alpha). Mixtures combine these with their weights.
+    weights: (K,); loc: (K, d); cov: (K, d, d).
+    """
+    Sa = cov @ a  # (K, d)
+    s = torch.sqrt((Sa * a).sum(-1)).clamp_min(1e-30)
+    alpha = (loc @ a - b) / s
+    normal = torch.distributions.Normal(torch.zeros((), dtype=loc.dtype, device=loc.device), 1.0)
+    Phi = normal.cdf(alpha)
+    phi = torch.exp(normal.log_prob(alpha))
+    mass_k = weights * Phi
+    mass = mass_k.sum()
+    # weights * Phi * (m + Sa/s * phi/Phi) = weights * (Phi m + Sa/s phi): stable when Phi -> 0
+    num = (weights.unsqueeze(-1) * (Phi.unsqueeze(-1) * loc + Sa / s.unsqueeze(-1) * phi.unsqueeze(-1))).sum(0)
+    return mass, num / mass.clamp_min(1e-30)

@@ -1,0 +1,128 @@
+"""Mixture-density network: an MLP from a context (a constant by default) to mixture logits, means and scales.
+
+It is the mixture family with shared, over-parametrised weights: the same component view as the GMM, but
+every component moves when the trunk moves. The output bias starts at q0 (component 0 = old) and the network is
+then pretrained by maximum likelihood on q0 samples (cached), so post-training starts from a fitted model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ptforget.errors import check
+from ptforget.generators.base import Generator, region_stats
+from ptforget.generators.mixture import gaussian_bc
+from ptforget.generators.pretrain import pretrain_mle
+from ptforget.tasks import TwoModeTask
+
+
+class MixtureDensityNetwork(Generator):
+    """MLP(context) -> (logits (K), means (K, d), log-scales (K, d)); diagonal Gaussian components.
+
+    Args:
+        task: the two-mode task (q0 to pretrain to).
+        components: K >= 2.
+        hidden: hidden layer widths.
+        context_dim: size of the constant context vector (ones).
+        pretrain: dict with steps, batch, lr, seed (steps = 0 skips pretraining).
+        cache_dir: where pretrained weights are cached (None disables the cache).
+    """
+
+    has_components = True
+
+    def __init__(
+        self,
+        task: TwoModeTask,
+        components: int = 2,
+        hidden: tuple[int, ...] | list[int] = (32, 32),
+        context_dim: int = 1,
+        pretrain: dict | None = None,
+        cache_dir: str | None = None,
+        min_log_scale: float = -5.0,
+        max_log_scale: float = 3.0,
+    ) -> None:
+        super().__init__()
+        check(isinstance(components, int) and components >= 2, "generator.components", components,
+              "an integer >= 2")
+        check(isinstance(context_dim, int) and context_dim >= 1, "generator.context_dim", context_dim,
+              "an integer >= 1")
+        hidden = [int(h) for h in hidden]
+        check(all(h >= 1 for h in hidden), "generator.hidden", hidden, "a list of positive integers")
+        self.K, self.dim = components, task.dim
+        self.min_log_scale, self.max_log_scale = min_log_scale, max_log_scale
+        pre = {"steps": 300, "batch": 512, "lr": 3e-3, "seed": 0, **dict(pretrain or {})}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(pre["seed"]))
+            layers: list[nn.Module] = []
+            width = context_dim
+            for h in hidden:
+                layers += [nn.Linear(width, h), nn.Tanh()]
+                width = h
+            self.trunk = nn.Sequential(*layers)
+            self.head = nn.Linear(width, components * (1 + 2 * task.dim))
+            nn.init.normal_(self.head.weight, std=1e-2)
+        self.register_buffer("context", torch.ones(1, context_dim))
+        self._init_bias(task)
+        arch = {"K": components, "hidden": hidden, "context_dim": context_dim, "dim": task.dim}
+        self.pretrain_stats = (
+            pretrain_mle(self, task, kind="mdn", arch=arch, steps=int(pre["steps"]), batch=int(pre["batch"]),
+                         lr=float(pre["lr"]), seed=int(pre["seed"]), cache_dir=cache_dir)
+            if int(pre["steps"]) > 0 else {}
+        )
+
+    @torch.no_grad()
+    def _init_bias(self, task: TwoModeTask) -> None:
+        q0 = task.q0_params()
+        w_old = float(q0["weight_old"])
+        w = torch.tensor([w_old] + [(1 - w_old) / (self.K - 1)] * (self.K - 1))
+        means = [q0["mu_old"].cpu()] + [q0["mu_new"].cpu()] * (self.K - 1)
+        log_s = torch.log(torch.diagonal(q0["scale_tril"].cpu()))
+        bias = torch.cat([torch.log(w), torch.stack(means).reshape(-1), log_s.repeat(self.K)])
+        self.head.bias.copy_(bias)
+
+    def params(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(log_weights (K,), means (K, d), scales (K, d))."""
+        out = self.head(self.trunk(self.context))[0]
+        K, d = self.K, self.dim
+        logits, mu, log_s = out[:K], out[K:K + K * d].reshape(K, d), out[K + K * d:].reshape(K, d)
+        log_s = log_s.clamp(self.min_log_scale, self.max_log_scale)
+        return torch.log_softmax(logits, -1), mu, log_s.exp()
+
+    def _component_log_prob(self, x: Tensor, mu: Tensor, s: Tensor) -> Tensor:
+        z = (x.unsqueeze(-2) - mu) / s
+        return -0.5 * (z**2).sum(-1) - torch.log(s).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        log_w, mu, s = self.params()
+        return torch.logsumexp(self._component_log_prob(x, mu, s) + log_w, -1)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> Tensor:
+        log_w, mu, s = self.params()
+        k = torch.multinomial(log_w.exp(), n, replacement=True)
+        return mu[k] + s[k] * torch.randn(n, self.dim, device=mu.device)
+
+    def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:
+        """Enumerate the components: exact weight gradient, pathwise within each component."""
+        log_w, mu, s = self.params()
+        per = max(1, math.ceil(n / self.K))
+        x = mu.unsqueeze(1) + s.unsqueeze(1) * torch.randn(self.K, per, self.dim, device=mu.device)
+        vals = f(x.reshape(-1, self.dim)).reshape(self.K, per)
+        return (log_w.exp() * vals.mean(1)).sum()
+
+    @torch.no_grad()
+    def region_view(self, task: TwoModeTask, n: int) -> dict[str, Tensor]:
+        log_w, mu, s = self.params()
+        return region_stats(log_w.exp(), mu, torch.diag_embed(s**2), task)
+
+    @torch.no_grad()
+    def component_view(self) -> dict[str, Tensor]:
+        log_w, mu, s = self.params()
+        w = log_w.exp()
+        rest = w[1:] / w[1:].sum()
+        return {"weight": w[0], "comp_old_mean": mu[0], "comp_new_mean": (rest.unsqueeze(-1) * mu[1:]).sum(0),
+                "comp_bc": gaussian_bc(mu[0], torch.diag(s[0]), mu[1], torch.diag(s[1]))}

@@ -1,0 +1,146 @@
+"""Forgetting metrics as torchmetrics: each tracks its first, last, min and max value over evaluations.
+
+All of them read one ``measure`` dict per evaluation (see ``measure``), so the Monte-Carlo samples behind the
+KL estimates are drawn once per evaluation, not once per metric.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+
+from ptforget.generators.base import Generator, region_stats
+from ptforget.tasks import TwoModeTask
+
+
+@torch.no_grad()
+def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor]:
+    """Everything evaluated at one step, as tensors on the device (no host sync).
+
+    Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``drift`` =
+    ||E_q[x | old region] - E_{p*}[x | old region]|| (zero iff the learned conditional old mean matches the
+    target's; the reference absorbs the truncation bias of the region), ``new_error`` likewise on the new region.
+    Component view (mixtures): ``weight``, ``comp_drift`` = ||mu_o(t) - mu_o*||, ``comp_new_error`` =
+    ||mu_n(t) - mu_n*||, ``comp_bc`` between the learned old and new components.
+    KL estimates: ``kl_q_pstar`` = E_q[log q - log p*] and ``kl_pstar_q`` = E_{p*}[log p* - log q] (MC, n each).
+    """
+    ro = generator.readout(task, n)
+    _, ref_old, ref_new = _target_region_stats(task)
+    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": torch.linalg.norm(ro["region_mean"] - ref_old)}
+    out["new_error"] = torch.linalg.norm(ro["new_region_mean"] - ref_new)
+    if "weight" in ro:
+        out["weight"] = ro["weight"]
+        out["comp_drift"] = torch.linalg.norm(ro["comp_old_mean"] - task.mu_old)
+        out["comp_new_error"] = torch.linalg.norm(ro["comp_new_mean"] - task.mu_new)
+        out["comp_bc"] = ro["comp_bc"]
+    p = task.p_star
+    x = generator.sample(n)
+    out["kl_q_pstar"] = (generator.log_prob(x) - p.log_prob(x)).mean()
+    y = p.sample((n,))
+    out["kl_pstar_q"] = (p.log_prob(y) - generator.log_prob(y)).mean()
+    return out
+
+
+def _target_region_stats(task: TwoModeTask) -> tuple[Tensor, Tensor, Tensor]:
+    """Old-region mass and the conditional means of p* on the old and new regions (exact, cached)."""
+    key = ("target_region", task.device)
+    if key not in task._cache:
+        w = torch.tensor([task.beta_star, 1 - task.beta_star], device=task.mu_old.device)
+        loc = torch.stack([task.mu_old, task.mu_new])
+        st = region_stats(w, loc, task.cov.expand(2, task.dim, task.dim), task)
+        task._cache[key] = (st["region_mass"], st["region_mean"], st["new_region_mean"])
+    return task._cache[key]
+
+
+class Tracked(Metric):
+    """First, last, min and max of one measured quantity over the evaluations of a run."""
+
+    full_state_update = False
+    higher_is_better = None
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+        self.add_state("first", torch.tensor(float("nan")), dist_reduce_fx=None)
+        self.add_state("last", torch.tensor(float("nan")), dist_reduce_fx=None)
+        self.add_state("low", torch.tensor(float("inf")), dist_reduce_fx=None)
+        self.add_state("high", torch.tensor(float("-inf")), dist_reduce_fx=None)
+        self.add_state("count", torch.tensor(0), dist_reduce_fx=None)
+
+    def update(self, measured: dict[str, Tensor]) -> None:  # type: ignore[override]
+        if self.key not in measured:
+            return
+        v = measured[self.key].detach().to(self.last.dtype)
+        self.first = torch.where(self.count == 0, v, self.first)
+        self.last = v
+        self.low = torch.minimum(self.low, v)
+        self.high = torch.maximum(self.high, v)
+        self.count = self.count + 1
+
+    def compute(self) -> dict[str, Tensor]:
+        return {"first": self.first, "last": self.last, "min": self.low, "max": self.high}
+
+
+class OldMass(Tracked):
+    """Old-region mass of q (mass forgetting in the region view)."""
+
+    def __init__(self) -> None:
+        super().__init__("old_mass")
+
+
+class OldWeight(Tracked):
+    """Weight of the old component (mixtures)."""
+
+    def __init__(self) -> None:
+        super().__init__("weight")
+
+
+class OldDrift(Tracked):
+    """Old-mode drift: region view for every family."""
+
+    def __init__(self) -> None:
+        super().__init__("drift")
+
+
+class ComponentDrift(Tracked):
+    """||mu_o(t) - mu_o*|| of the old component (mixtures)."""
+
+    def __init__(self) -> None:
+        super().__init__("comp_drift")
+
+
+class NewError(Tracked):
+    def __init__(self) -> None:
+        super().__init__("new_error")
+
+
+class ComponentNewError(Tracked):
+    def __init__(self) -> None:
+        super().__init__("comp_new_error")
+
+
+class ReverseKLEstimate(Tracked):
+    def __init__(self) -> None:
+        super().__init__("kl_q_pstar")
+
+
+class ForwardKLEstimate(Tracked):
+    def __init__(self) -> None:
+        super().__init__("kl_pstar_q")
+
+
+class ComponentOverlap(Tracked):
+    """Bhattacharyya coefficient between the learned old and new components (mixtures)."""
+
+    def __init__(self) -> None:
+        super().__init__("comp_bc")
+
+
+def forgetting_metrics() -> MetricCollection:
+    """The collection the module updates every ``eval_every`` steps."""
+    return MetricCollection({
+        "old_mass": OldMass(), "weight": OldWeight(), "drift": OldDrift(), "comp_drift": ComponentDrift(),
+        "new_error": NewError(), "comp_new_error": ComponentNewError(), "kl_q_pstar": ReverseKLEstimate(),
+        "kl_pstar_q": ForwardKLEstimate(), "comp_bc": ComponentOverlap(),
+    }, compute_groups=False)

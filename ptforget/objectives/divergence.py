@@ -1,0 +1,78 @@
+"""Forward KL (SFT on new data) and reverse KL (on-policy, to p*)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ptforget.errors import check_choice
+from ptforget.generators.base import Generator
+from ptforget.objectives.base import Objective, resolve_estimator, score_surrogate
+from ptforget.tasks import TwoModeTask
+
+TARGETS = ("new", "star", "old")
+
+
+def target_distribution(task: TwoModeTask, target: str) -> torch.distributions.Distribution:
+    """p_new, p* or p_old of the task by name."""
+    return {"new": task.p_new, "star": task.p_star, "old": task.p_old}[target]
+
+
+class ForwardKL(Objective):
+    """SFT: negative log-likelihood of samples from the target (p_new by default), i.e. KL(p_target || q) + c."""
+
+    name = "fkl"
+
+    def __init__(self, batch: int = 256, target: str = "new") -> None:
+        super().__init__(batch)
+        check_choice(target, "objective.target", TARGETS)
+        self.target = target
+
+    def data(self, step: int) -> Tensor:
+        """A batch of training data (off-policy, from the task)."""
+        assert self.task is not None
+        return target_distribution(self.task, self.target).sample((self.batch,))
+
+    def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        nll = -generator.log_prob(self.data(step)).mean()
+        return nll, {"nll": nll.detach()}
+
+
+class ReverseKL(Objective):
+    """KL(q_theta || p_target) on the model's own samples (p* by default).
+
+    Estimators: ``pathwise`` (reparameterised samples, flows), ``enumerate`` (mixtures: exact weight gradient,
+    pathwise per component), ``score`` (score function with a leave-one-out batch baseline, any family),
+    ``auto`` (enumerate for mixtures, pathwise for flows).
+    """
+
+    name = "rkl"
+    estimators = ("pathwise", "enumerate", "score")
+
+    def __init__(self, batch: int = 256, estimator: str = "auto", target: str = "star") -> None:
+        super().__init__(batch)
+        check_choice(estimator, "objective.estimator", ("auto", *self.estimators))
+        check_choice(target, "objective.target", TARGETS)
+        self.estimator, self.target = estimator, target
+
+    def validate(self, generator: Generator, task: TwoModeTask) -> None:
+        self.estimator = resolve_estimator(self.estimator, generator, self.estimators, "objective.estimator")
+
+    def setup(self, generator: Generator, task: TwoModeTask) -> None:
+        super().setup(generator, task)
+        self.validate(generator, task)
+        self._p = target_distribution(task, self.target)
+
+    def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
+        p = self._p
+        if self.estimator == "score":
+            x = generator.sample(self.batch)
+            log_q = generator.log_prob(x)
+            ell = log_q.detach() - p.log_prob(x)
+            return score_surrogate(log_q, ell), {"kl": ell.mean()}
+        if self.estimator == "pathwise":
+            x, log_q = generator.rsample_and_log_prob(self.batch)
+            kl = (log_q - p.log_prob(x)).mean()
+            return kl, {"kl": kl.detach()}
+        kl = generator.expectation(lambda x: generator.log_prob(x) - p.log_prob(x), self.batch)
+        return kl, {"kl": kl.detach()}

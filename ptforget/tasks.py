@@ -1,0 +1,212 @@
+"""The two-mode world: old mode N(mu_o, Sigma), new mode N(mu_n, Sigma), target p* = b* p_old + (1-b*) p_new.
+
+Geometry: the modes sit at -+ (Delta/2) along the first axis of the whitened space, so the Mahalanobis
+separation is exactly ``delta`` whatever the covariance. Pure tensors, no Lightning.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
+
+from ptforget.errors import check, check_choice
+
+REWARDS = ("new_bump", "both_bumps", "log_p_star", "log_p_new")
+
+
+@dataclass
+class TwoModeTask:
+    """Two equal-covariance Gaussian modes and the initial model q0.
+
+    Args:
+        dim: data dimension d >= 1.
+        delta: Mahalanobis separation of the two modes (>= 0).
+        sigma: scale of the shared covariance sigma^2 I (used when ``cov`` is None).
+        covariance: optional full d x d shared covariance (must be symmetric positive definite).
+        beta_star: target old weight, in (0, 1).
+        beta0: initial old weight of q0, in (0, 1); None means beta_star.
+        new_offset: where q0's new component starts, in Mahalanobis units from mu_n* toward mu_o*
+            (0 = already correct, delta = on top of the old mode, negative = further away).
+        new_shift: optional extra offset of q0's new mean perpendicular to the axis (Mahalanobis units
+            along the second whitened axis; needs dim >= 2).
+        reward_kind: default reward of the ``reward`` hook; one of REWARDS.
+        reward_width: width (in units of Sigma) of the bump rewards.
+    """
+
+    dim: int = 2
+    delta: float = 4.0
+    sigma: float = 1.0
+    covariance: list[list[float]] | None = None
+    beta_star: float = 0.5
+    beta0: float | None = None
+    new_offset: float = 1.0
+    new_shift: float = 0.0
+    reward_kind: str = "new_bump"
+    reward_width: float = 1.0
+    device: str = "cpu"
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        check(isinstance(self.dim, int) and self.dim >= 1, "task.dim", self.dim, "an integer >= 1")
+        check(_finite(self.delta) and self.delta >= 0, "task.delta", self.delta, "a finite number >= 0")
+        check(_finite(self.sigma) and self.sigma > 0, "task.sigma", self.sigma, "a finite number > 0")
+        check(_finite(self.beta_star) and 0 < self.beta_star < 1, "task.beta_star", self.beta_star,
+              "a number in the open interval (0, 1)")
+        if self.beta0 is None:
+            self.beta0 = self.beta_star
+        check(_finite(self.beta0) and 0 < self.beta0 < 1, "task.beta0", self.beta0,
+              "a number in the open interval (0, 1), or null for beta_star")
+        check(_finite(self.new_offset), "task.new_offset", self.new_offset, "a finite number")
+        check(_finite(self.new_shift), "task.new_shift", self.new_shift, "a finite number")
+        check(self.new_shift == 0 or self.dim >= 2, "task.new_shift", self.new_shift, "0 when task.dim == 1")
+        check_choice(self.reward_kind, "task.reward_kind", REWARDS)
+        check(_finite(self.reward_width) and self.reward_width > 0, "task.reward_width", self.reward_width,
+              "a finite number > 0")
+        if self.covariance is None:
+            cov = torch.eye(self.dim, dtype=torch.float64) * self.sigma**2
+        else:
+            cov = torch.as_tensor(self.covariance, dtype=torch.float64)
+            check(cov.shape == (self.dim, self.dim), "task.covariance", self.covariance,
+                  f"a {self.dim}x{self.dim} matrix")
+            check(bool(torch.isfinite(cov).all()) and bool(torch.allclose(cov, cov.T)), "task.covariance",
+                  self.covariance, "a finite symmetric matrix")
+            check(bool(torch.linalg.eigvalsh(cov).min() > 0), "task.covariance", self.covariance,
+                  "a positive definite matrix")
+        self._cov64 = cov
+        self._chol64 = torch.linalg.cholesky(cov)
+        e1 = torch.zeros(self.dim, dtype=torch.float64)
+        e1[0] = 1.0
+        # Whitened axis e1 mapped to data space through the Cholesky factor: Mahalanobis length 1.
+        axis = self._chol64 @ e1
+        self._mu_old64 = -0.5 * self.delta * axis
+        self._mu_new64 = 0.5 * self.delta * axis
+        start = self._mu_new64 - self.new_offset * axis
+        if self.new_shift:
+            e2 = torch.zeros(self.dim, dtype=torch.float64)
+            e2[1] = 1.0
+            start = start + self.new_shift * (self._chol64 @ e2)
+        self._mu_new0_64 = start
+
+    # ------------------------------------------------------------------ tensors (float32 on the device)
+    def _t(self, name: str, x: Tensor) -> Tensor:
+        key = (name, self.device)
+        if key not in self._cache:
+            self._cache[key] = x.to(device=self.device, dtype=torch.float32)
+        return self._cache[key]
+
+    @property
+    def mu_old(self) -> Tensor:
+        return self._t("mu_old", self._mu_old64)
+
+    @property
+    def mu_new(self) -> Tensor:
+        return self._t("mu_new", self._mu_new64)
+
+    @property
+    def mu_new_init(self) -> Tensor:
+        """Mean of q0's new component."""
+        return self._t("mu_new_init", self._mu_new0_64)
+
+    @property
+    def cov(self) -> Tensor:
+        return self._t("cov", self._cov64)
+
+    @property
+    def scale_tril(self) -> Tensor:
+        return self._t("chol", self._chol64)
+
+    @property
+    def bc(self) -> float:
+        """Bhattacharyya coefficient between the two target modes, exp(-Delta^2 / 8)."""
+        return math.exp(-self.delta**2 / 8.0)
+
+    def to(self, device: str | torch.device) -> TwoModeTask:
+        """Move the task's tensors to ``device`` (in place) and return self."""
+        self.device = str(device)
+        return self
+
+    # ------------------------------------------------------------------ distributions
+    def _mixture(self, weight_old: float, mu_o: Tensor, mu_n: Tensor) -> MixtureSameFamily:
+        probs = torch.tensor([weight_old, 1.0 - weight_old], device=self.device)
+        loc = torch.stack([mu_o, mu_n])
+        comp = MultivariateNormal(loc, scale_tril=self.scale_tril.expand(2, self.dim, self.dim))
+        return MixtureSameFamily(Categorical(probs=probs), comp)
+
+    @property
+    def p_old(self) -> MultivariateNormal:
+        return MultivariateNormal(self.mu_old, scale_tril=self.scale_tril)
+
+    @property
+    def p_new(self) -> MultivariateNormal:
+        return MultivariateNormal(self.mu_new, scale_tril=self.scale_tril)
+
+    @property
+    def p_star(self) -> MixtureSameFamily:
+        return self._mixture(self.beta_star, self.mu_old, self.mu_new)
+
+    @property
+    def q0(self) -> MixtureSameFamily:
+        """Initial model: old component correct (mean mu_o*, weight beta0), new component at mu_new_init."""
+        return self._mixture(float(self.beta0), self.mu_old, self.mu_new_init)
+
+    def q0_params(self) -> dict[str, Tensor | float]:
+        """Parameters of q0 for initialising mixture generators."""
+        return {"weight_old": float(self.beta0), "mu_old": self.mu_old, "mu_new": self.mu_new_init,
+                "scale_tril": self.scale_tril}
+
+    # ------------------------------------------------------------------ regions and rewards
+    def _discriminant(self) -> tuple[Tensor, Tensor]:
+        """(a, b) with old region {x : a.x > b}: the Bayes region of the old mode under p*."""
+        key = ("disc", self.device)
+        if key not in self._cache:
+            prec = torch.cholesky_inverse(self._chol64)
+            a = prec @ (self._mu_old64 - self._mu_new64)
+            # beta* p_o > (1-beta*) p_n  <=>  a.x > 0.5 (mu_o' P mu_o - mu_n' P mu_n) + log((1-b*)/b*)
+            b = 0.5 * (self._mu_old64 @ prec @ self._mu_old64 - self._mu_new64 @ prec @ self._mu_new64)
+            b = b + math.log((1 - self.beta_star) / self.beta_star)
+            self._cache[key] = (a.to(self.device, torch.float32), b.to(self.device, torch.float32))
+        return self._cache[key]
+
+    def old_region(self, x: Tensor) -> Tensor:
+        """Boolean mask: x lies in the Bayes region of the old mode under p*."""
+        a, b = self._discriminant()
+        if self.delta == 0:
+            return torch.full(x.shape[:-1], self.beta_star > 0.5, dtype=torch.bool, device=x.device)
+        return x @ a > b
+
+    def old_region_halfspace(self) -> tuple[Tensor, Tensor]:
+        """(a, b) of the half-space {a.x > b} that is the old region (exact region metrics for mixtures)."""
+        return self._discriminant()
+
+    def reward(self, x: Tensor, kind: str | None = None) -> Tensor:
+        """Reward hook for reward-driven objectives.
+
+        ``new_bump``: exp(-|x - mu_n|^2_Sigma / (2 w^2)) in [0, 1], high only on the new mode;
+        ``both_bumps``: the larger of the old and new bumps (past behaviour visible in the reward);
+        ``log_p_star`` / ``log_p_new``: log densities.
+        """
+        kind = kind or self.reward_kind
+        check_choice(kind, "reward", REWARDS)
+        if kind == "log_p_star":
+            return self.p_star.log_prob(x)
+        if kind == "log_p_new":
+            return self.p_new.log_prob(x)
+        bump_new = self._bump(x, self.mu_new)
+        if kind == "new_bump":
+            return bump_new
+        return torch.maximum(bump_new, self._bump(x, self.mu_old))
+
+    def _bump(self, x: Tensor, mu: Tensor) -> Tensor:
+        z = torch.linalg.solve_triangular(self.scale_tril, (x - mu).unsqueeze(-1), upper=False).squeeze(-1)
+        return torch.exp(-0.5 * (z**2).sum(-1) / self.reward_width**2)
+
+
+def _finite(v: object) -> bool:
+    try:
+        return math.isfinite(float(v))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
