@@ -43,5 +43,16 @@ def train_main(cfg: DictConfig) -> float | None:
     return summary["final"].get("old_mass")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    train_main()
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="theory")
+@guarded
+def theory_main(cfg: DictConfig) -> None:
+    """ptforget-theory: print the predictions of every claim for a config as a table and write them as JSON."""
+    from ptforget.bridge import theory_config
+    from ptforget.io import write_json
+    from ptforget.theory.claims import all_predictions, format_predictions, predictions_to_json
+
+    preds = all_predictions(theory_config(cfg))
+    print(format_predictions(preds))
+    write_json(cfg.output, predictions_to_json(preds))
+    print(f"\nwritten: {cfg.output}")

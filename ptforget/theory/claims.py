@@ -70,7 +70,7 @@ class TheoryConfig:
     sigma: float = 1.0
     beta_star: float = 0.5
     beta0: float | None = None
-    new_offset: float = 2.0
+    new_offset: float = 1.0
     weight: str = "logit"
     lr: float = 0.05
     steps: int = 2000

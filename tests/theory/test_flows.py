@@ -129,17 +129,12 @@ def test_flow_speed():
 
 
 def test_flow_rejects_bad_input():
-    with pytest.raises(ValueError, match="objective"):
-        population_flow("xent", 3.0)
-    with pytest.raises(ValueError, match="beta_star"):
-        population_flow("rkl", 3.0, 1.5)
-    with pytest.raises(ValueError, match="delta"):
-        population_flow("rkl", -3.0)
-    with pytest.raises(ValueError, match="replay"):
-        population_flow("fkl", 3.0, replay=-0.1)
-    with pytest.raises(ValueError, match="weight"):
-        population_flow("fkl", 3.0, weight="softmax")
-    with pytest.raises(ValueError, match="lr_mult"):
-        population_flow("fkl", 3.0, lr_mult={"scale": 1.0})
-    with pytest.raises(ValueError, match="dim"):
-        population_flow("fkl", 3.0, dim=0)
+    base = {"delta": 3.0, "beta_star": 0.5, "beta0": None, "new_offset": 1.0, "lr": 0.1, "steps": 5}
+    bad = [("objective", {"objective": "xent"}), ("beta_star", {"beta_star": 1.5}), ("beta0", {"beta0": 0.0}),
+           ("delta", {"delta": -3.0}), ("replay", {"replay": -0.1}), ("replay", {"replay": 1.0}),
+           ("weight", {"weight": "softmax"}), ("lr_mult", {"lr_mult": {"scale": 1.0}}), ("dim", {"dim": 0}),
+           ("replay_source", {"replay_source": "p_new"}), ("lr", {"lr": 0.0})]
+    for name, override in bad:
+        kw = {"objective": "fkl", **base, **override}
+        with pytest.raises(ValueError, match=name):
+            population_flow(**kw)

@@ -1,0 +1,43 @@
+# ptforget: the README's commands call these targets. Torch is installed first from TORCH_SPEC so that a
+# fresh machine never pulls a multi-GB CUDA build by accident; GPU users set their own spec, e.g.
+#   make install TORCH_SPEC="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu121"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= dev,wandb,launchers
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.ptforget-installed
+
+.PHONY: install run train test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+# the main job on the embedded default (CPU, no network)
+run: install
+	$(BIN)/ptforget-train
+
+# one post-training run; pass Hydra overrides with ARGS="generator=flow objective=fkl"
+train: install
+	$(BIN)/ptforget-train $(ARGS)
+
+test: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q -m "not slow and not gpu"
+
+test-all: install
+	WANDB_MODE=disabled $(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check ptforget tests scripts
+
+bench: install
+	$(BIN)/python scripts/bench.py
+
+clean:
+	rm -rf $(VENV) outputs multirun .cache .pytest_cache
