@@ -56,3 +56,7 @@ def theory_main(cfg: DictConfig) -> None:
     print(format_predictions(preds))
     write_json(cfg.output, predictions_to_json(preds))
     print(f"\nwritten: {cfg.output}")
+
+
+if __name__ == "__main__":  # python -m ptforget.cli runs the training entry point
+    train_main()
