@@ -32,11 +32,22 @@ def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
         d["lr_mult"] = OmegaConf.to_container(gen.lr_mult, resolve=True)
     if "train_means" in gen:
         d["train_means"] = bool(gen.train_means)
-    for key in ("replay", "lam", "lambda_"):
-        if obj.get(key) is not None and key != "lam":
-            d["replay"] = float(obj.get(key))
-    if obj.get("replay_source") is not None:
-        d["replay_source"] = obj.replay_source
+    target = str(obj.get("_target_", ""))
+    if target.endswith("Replay"):
+        d["replay"] = float(obj.lam)
+        d["replay_source"] = obj.get("source", "p_old")
+    elif target.endswith("SDFT") and obj.get("teacher") == "anchor":
+        d["sdft_lam"] = float(obj.lam)
+        d["sdft_anchor"] = {"star": "p_star", "new": "p_new"}.get(obj.anchor, obj.anchor)
+    elif target.endswith("TTTDiscover"):
+        d["lam"] = float(obj.lam)
+        if not isinstance(obj.get("beta"), str):
+            d["gamma"] = float(obj.beta)
+    elif target.endswith("OAPL"):
+        d["tau"] = float(obj.beta1)
+        lag = obj.get("lag")
+        if lag is not None and lag != float("inf"):
+            d["refreshes"] = int(cfg.trainer.max_steps) // int(lag)
     if cfg.get("theory"):
         d.update(OmegaConf.to_container(cfg.theory, resolve=True))
     d.update(extra)

@@ -58,5 +58,23 @@ def theory_main(cfg: DictConfig) -> None:
     print(f"\nwritten: {cfg.output}")
 
 
+@hydra.main(version_base="1.3", config_path="conf", config_name="check")
+@guarded
+def check_main(cfg: DictConfig) -> None:
+    """ptforget-check: run every claim's experiments, print the verdict table, write report.md and figures."""
+    from hydra import compose
+
+    from ptforget.check import print_verdicts, run_check
+    from ptforget.train import quiet_lightning
+
+    quiet_lightning()
+    out = Path(HydraConfig.get().runtime.output_dir)
+    payload = run_check(cfg, out, lambda overrides: compose(config_name="train", overrides=list(overrides)))
+    print_verdicts(payload)
+    print(f"report: {out / 'report.md'}  verdicts: {out / 'verdicts.json'}  figures: {out / 'figures'}")
+    if cfg.strict and payload["counts"]["fails"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":  # python -m ptforget.cli runs the training entry point
     train_main()

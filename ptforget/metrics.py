@@ -34,6 +34,10 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
         out["comp_drift"] = torch.linalg.norm(ro["comp_old_mean"] - task.mu_old)
         out["comp_new_error"] = torch.linalg.norm(ro["comp_new_mean"] - task.mu_new)
         out["comp_bc"] = ro["comp_bc"]
+        if task.dim <= 3:  # enough to redraw a mixture's density over training (density-evolution figures)
+            for i in range(task.dim):
+                out[f"mu_old_{i}"] = ro["comp_old_mean"][i]
+                out[f"mu_new_{i}"] = ro["comp_new_mean"][i]
     p = task.p_star
     x = generator.sample(n)
     out["kl_q_pstar"] = (generator.log_prob(x) - p.log_prob(x)).mean()

@@ -20,6 +20,7 @@ from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 
 OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
 
 
 def build_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
@@ -37,6 +38,7 @@ def validate_optimizer(cfg: dict[str, Any]) -> None:
     check_choice(cfg.get("name", "adam"), "optimizer.name", OPTIMIZERS)
     lr = cfg.get("lr")
     check(isinstance(lr, int | float) and math.isfinite(lr) and lr > 0, "optimizer.lr", lr, "a finite number > 0")
+    check_choice(cfg.get("schedule", "constant"), "optimizer.schedule", SCHEDULES)
     mom = cfg.get("momentum", 0.0)
     check(isinstance(mom, int | float) and 0 <= mom < 1, "optimizer.momentum", mom, "a number in [0, 1)")
 
@@ -75,8 +77,12 @@ class PostTrainModule(L.LightningModule):
         objective.validate(generator, task)
 
     # ------------------------------------------------------------------ lightning hooks
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return build_optimizer(self.generator.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
+    def configure_optimizers(self) -> Any:
+        opt = build_optimizer(self.generator.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
+        if self.optimizer_cfg.get("schedule", "constant") == "cosine" and self.max_steps:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_steps)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
 
     def on_fit_start(self) -> None:
         self.task.to(self.device)

@@ -15,7 +15,7 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 
 from ptforget.errors import check, check_choice
 
-REWARDS = ("new_bump", "both_bumps", "log_p_star", "log_p_new")
+REWARDS = ("new_bump", "both_bumps", "new_region", "log_p_star", "log_p_new")
 
 
 @dataclass
@@ -187,6 +187,8 @@ class TwoModeTask:
 
         ``new_bump``: exp(-|x - mu_n|^2_Sigma / (2 w^2)) in [0, 1], high only on the new mode;
         ``both_bumps``: the larger of the old and new bumps (past behaviour visible in the reward);
+        ``new_region``: 1 outside the old Bayes region, 0 inside (mode-wise constant rewards r_o = 0, r_n = 1,
+        the setting of the theory's TTT-Discover and OAPL fixed points, paper R12-R13);
         ``log_p_star`` / ``log_p_new``: log densities.
         """
         kind = kind or self.reward_kind
@@ -195,6 +197,8 @@ class TwoModeTask:
             return self.p_star.log_prob(x)
         if kind == "log_p_new":
             return self.p_new.log_prob(x)
+        if kind == "new_region":
+            return (~self.old_region(x)).to(x.dtype)
         bump_new = self._bump(x, self.mu_new)
         if kind == "new_bump":
             return bump_new

@@ -31,7 +31,7 @@ log = logging.getLogger("ptforget")
 NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study")
 LOGGERS = ("csv", "wandb", "none")
 #: keys of a group config that describe it rather than its constructor
-RESERVED_KEYS = ("default_lr",)
+RESERVED_KEYS = ("default_lr", "default_schedule")
 
 
 def config_hash(cfg: DictConfig | dict) -> str:
@@ -100,10 +100,12 @@ def validate_top(cfg: DictConfig) -> None:
 
 
 def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
-    """The optimizer config with ``lr: null`` resolved to the generator family's ``default_lr``."""
+    """The optimizer config with ``lr``/``schedule`` null resolved to the generator family's defaults."""
     opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
     if opt.get("lr") is None:
         opt["lr"] = cfg.generator.get("default_lr", 0.01)
+    if opt.get("schedule") is None:
+        opt["schedule"] = cfg.generator.get("default_schedule", "constant")
     return opt
 
 

@@ -57,7 +57,7 @@ class OAPL(Objective):
         group_size: G samples per group (G >= 1; G controls the Jensen bias of V*).
         beta1: temperature of V*, > 0.
         beta2: KL coefficient of the log-ratio, > 0; null = beta1.
-        lag: sync q_lag <- q_theta every ``lag`` steps (integer >= 1); null / .inf = fixed reference q0.
+        lag: sync q_lag <- q_theta every ``lag`` steps (integer >= 1); null / inf = fixed reference q0.
         reward: reward kind of the task (new_bump | both_bumps | log_p_star | log_p_new).
     """
 
@@ -70,10 +70,10 @@ class OAPL(Objective):
         super().__init__(groups * group_size)
         check(_pos_num(beta1), "objective.beta1", beta1, "a finite number > 0")
         check(beta2 is None or _pos_num(beta2), "objective.beta2", beta2, "null (= beta1) or a finite number > 0")
-        if isinstance(lag, float) and math.isinf(lag) and lag > 0:
+        if (isinstance(lag, float) and math.isinf(lag) and lag > 0) or lag in ("inf", ".inf"):
             lag = None
         check(lag is None or _pos_int(lag), "objective.lag", lag,
-              "an integer >= 1 (L >= 1), or null / .inf for a fixed reference")
+              "an integer >= 1 (L >= 1), or null / inf for a fixed reference")
         check_choice(reward, "objective.reward", REWARDS)
         self.groups, self.group_size = groups, group_size
         self.beta1 = float(beta1)

@@ -1,0 +1,343 @@
+"""Figures for ptforget runs and theory checks (matplotlib, Agg backend, PNG files).
+
+Every function takes data and an output path, writes one PNG (atomically: a temporary file in the same folder
+renamed into place), closes its figure and returns the path as a ``Path``.
+
+A *curve* is ``(steps, values)``. Where a function takes curves, an entry may also be a list of curves (one per
+seed); it is then drawn as the mean with a shaded 95% t-band over the seeds present at each step.
+
+Functions::
+
+    plot_trajectories(curves, path, key="old_mass", title=None, theory=None)
+    plot_drift_vs_delta(deltas, drifts, path, theory=None, show_bc=False, title=None)
+    plot_replay(lambdas, final_weights, path, title=None)
+    plot_starvation(batch_sizes, measured, predicted, path, logx=True, ylabel=..., title=None)
+    plot_method_comparison(curves_by_method, path, keys=("old_mass", "new_error"), title=None)
+    plot_density_evolution(snapshots, path, task_info=None, max_panels=4)
+    plot_metric_vs_param(series, path, xlabel, ylabel, title=None, logy=False)
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from ptforget.report import mean_ci
+
+Curve = tuple[Sequence[float], Sequence[float]]
+
+
+def _save(fig: Any, path: str | os.PathLike) -> Path:
+    """Save ``fig`` as PNG to ``path`` atomically and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+    return path
+
+
+def _is_group(entry: Any) -> bool:
+    """True if ``entry`` is a list of curves (several seeds) rather than a single (steps, values) curve."""
+    if isinstance(entry, Mapping) or len(entry) == 0:
+        return False
+    first = entry[0]
+    if np.ndim(first) == 0:
+        return False
+    return np.ndim(first[0]) >= 1 if len(first) else False
+
+
+def mean_band(curves: Sequence[Curve], level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and t-interval over several curves, step by step (union of steps; each step uses the curves that
+    have it). Returns (steps, mean, lo, hi); lo/hi equal the mean where only one curve has the step."""
+    by_step: dict[float, list[float]] = {}
+    for steps, vals in curves:
+        for s, v in zip(np.asarray(steps, float), np.asarray(vals, float), strict=True):
+            if np.isfinite(v):
+                by_step.setdefault(float(s), []).append(float(v))
+    xs = np.array(sorted(by_step))
+    mean, lo, hi = (np.empty(len(xs)) for _ in range(3))
+    for i, s in enumerate(xs):
+        st = mean_ci(by_step[s], level)
+        mean[i] = st["mean"]
+        lo[i] = st["lo"] if st["n"] > 1 else st["mean"]
+        hi[i] = st["hi"] if st["n"] > 1 else st["mean"]
+    return xs, mean, lo, hi
+
+
+def _draw(ax: Any, entry: Any, label: str, color: Any = None, **kw: Any) -> Any:
+    """Draw a curve or a group of curves (mean line + band) on ``ax``; returns the line."""
+    if _is_group(entry):
+        xs, m, lo, hi = mean_band(entry)
+        n = len(entry)
+        (line,) = ax.plot(xs, m, color=color, label=f"{label} (n={n})" if n > 1 else label, **kw)
+        if n > 1:
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        return line
+    steps, vals = entry
+    (line,) = ax.plot(np.asarray(steps, float), np.asarray(vals, float), color=color, label=label, **kw)
+    return line
+
+
+def _theory_items(theory: Any, default_label: str = "theory") -> list[tuple[str, Curve]]:
+    if theory is None:
+        return []
+    if isinstance(theory, Mapping):
+        return list(theory.items())
+    return [(default_label, theory)]
+
+
+def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: str = "old_mass",
+                      title: str | None = None, theory: Any = None) -> Path:
+    """Learned curves of ``key`` against step.
+
+    ``curves``: label -> (steps, values), or label -> list of (steps, values) (seeds: mean and 95% band).
+    ``theory``: None, one (steps, values) curve, or label -> curve; drawn dashed in black/grey shades.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, entry in curves.items():
+        _draw(ax, entry, str(label))
+    for i, (label, curve) in enumerate(_theory_items(theory)):
+        steps, vals = curve
+        ax.plot(np.asarray(steps, float), np.asarray(vals, float), "--", color=str(0.15 * (i % 5)), label=str(label))
+    ax.set_xlabel("step")
+    ax.set_ylabel(key)
+    ax.set_title(title or f"{key} over training")
+    ax.grid(alpha=0.3)
+    if curves or theory is not None:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _positive(y: np.ndarray) -> np.ndarray:
+    y = np.asarray(y, float).copy()
+    y[~(y > 0)] = np.nan
+    return y
+
+
+def plot_drift_vs_delta(deltas: Sequence[float], drifts: Any, path: str | os.PathLike, theory: Any = None,
+                        show_bc: bool = False, title: str | None = None) -> Path:
+    """Drift against separation Delta on a log y-scale.
+
+    ``drifts``: values aligned with ``deltas``, or label -> values. ``theory``: None, values aligned with
+    ``deltas``, a (delta_grid, values) pair, or a callable Delta -> value (evaluated on a fine grid).
+    ``show_bc`` adds the Bhattacharyya coefficient exp(-Delta^2/8) as a dotted reference.
+    Non-positive values are not drawn (log scale).
+    """
+    d = np.asarray(deltas, float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    series = drifts.items() if isinstance(drifts, Mapping) else [("learned", drifts)]
+    for label, vals in series:
+        ax.plot(d, _positive(vals), "o-", label=str(label))
+    grid = np.linspace(d.min(), d.max(), 200) if d.size else d
+    if theory is not None:
+        if callable(theory):
+            tx, ty = grid, np.array([float(theory(x)) for x in grid])
+        elif len(theory) == 2 and np.ndim(theory[0]) >= 1:  # (delta_grid, values)
+            tx, ty = np.asarray(theory[0], float), np.asarray(theory[1], float)
+        else:
+            tx, ty = d, np.asarray(theory, float)
+        ax.plot(tx, _positive(ty), "--", color="black", label="theory")
+    if show_bc:
+        ax.plot(grid, np.exp(-(grid**2) / 8.0), ":", color="grey", label=r"BC $=e^{-\Delta^2/8}$")
+    ax.set_yscale("log")
+    ax.set_xlabel(r"separation $\Delta$")
+    ax.set_ylabel("drift")
+    ax.set_title(title or r"drift vs $\Delta$")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_replay(lambdas: Sequence[float], final_weights: Any, path: str | os.PathLike,
+                title: str | None = None) -> Path:
+    """Final old-component weight against replay fraction lambda, with the y = x line.
+
+    ``final_weights``: values aligned with ``lambdas`` or label -> values.
+    """
+    lam = np.asarray(lambdas, float)
+    fig, ax = plt.subplots(figsize=(5.2, 4.6))
+    series = final_weights.items() if isinstance(final_weights, Mapping) else [("learned", final_weights)]
+    for label, vals in series:
+        ax.plot(lam, np.asarray(vals, float), "o-", label=str(label))
+    lo = float(min(0.0, lam.min())) if lam.size else 0.0
+    hi = float(max(1.0, lam.max())) if lam.size else 1.0
+    ax.plot([lo, hi], [lo, hi], "--", color="black", label="y = x")
+    ax.set_xlabel(r"replay fraction $\lambda$")
+    ax.set_ylabel("final old weight")
+    ax.set_title(title or "replay: final weight vs replay fraction")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def plot_starvation(batch_sizes: Sequence[float], measured: Mapping[str, Sequence[float]],
+                    predicted: Mapping[str, Sequence[float]], path: str | os.PathLike, logx: bool = True,
+                    ylabel: str = "old-mode signal", title: str | None = None) -> Path:
+    """Measured (markers, solid) and predicted (dashed, same colour for the same label) quantities against
+    batch size, log y-scale (and log-2 x-scale when ``logx``). Both dicts map label -> values aligned with
+    ``batch_sizes``; a predicted label without a measured one gets its own colour."""
+    b = np.asarray(batch_sizes, float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    colors: dict[str, Any] = {}
+    for label, vals in measured.items():
+        (line,) = ax.plot(b, _positive(vals), "o-", label=f"{label} (measured)")
+        colors[label] = line.get_color()
+    for label, vals in predicted.items():
+        ax.plot(b, _positive(vals), "--", color=colors.get(label), label=f"{label} (predicted)")
+    ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or "starvation vs batch size")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+def _method_curve(data: Mapping[str, Any], key: str) -> Any:
+    if "step" in data and key in data and np.ndim(data["step"]) == 1:  # columns of one trajectory
+        return (data["step"], data[key])
+    return data.get(key)
+
+
+def plot_method_comparison(curves_by_method: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
+                           keys: Sequence[str] = ("old_mass", "new_error"), title: str | None = None) -> Path:
+    """Side-by-side panels (default: old mass and new-mode error vs step), one line per method.
+
+    ``curves_by_method``: method -> {metric: curve or list of curves}, or method -> trajectory columns
+    ``{"step": [...], "old_mass": [...], "new_error": [...]}``. A method missing a metric is skipped there.
+    """
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.0), squeeze=False)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
+    for j, (method, data) in enumerate(curves_by_method.items()):
+        color = cycle[j % len(cycle)]
+        for ax, key in zip(axes[0], keys, strict=True):
+            entry = _method_curve(data, key)
+            if entry is not None:
+                _draw(ax, entry, str(method), color=color)
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_density_evolution(snapshots: Sequence[tuple], path: str | os.PathLike,
+                           task_info: Mapping[str, Any] | None = None, max_panels: int = 4) -> Path:
+    """How the learned density moves during training.
+
+    ``snapshots``: list of ``(step, xs, density)`` (1-D) or ``(step, X, Y, Z)`` (2-D, meshgrid arrays).
+    ``task_info`` (all optional): ``target`` = ``(xs, density)`` / ``(X, Y, Z)`` drawn dashed black,
+    ``old_mean`` / ``new_mean`` (scalars in 1-D, pairs in 2-D) marked, ``title``, ``xlabel``.
+    1-D: one axis, a curve per snapshot coloured by step (viridis) with a colour bar.
+    2-D: up to ``max_panels`` contour panels at evenly spaced snapshots (first and last included).
+    """
+    info = dict(task_info or {})
+    if not snapshots:
+        raise ValueError("no snapshots")
+    snaps = sorted(snapshots, key=lambda s: s[0])
+    two_d = len(snaps[0]) == 4
+    if not two_d:
+        fig, ax = plt.subplots(figsize=(6.8, 4.2))
+        steps = np.array([float(s[0]) for s in snaps])
+        norm = matplotlib.colors.Normalize(vmin=steps.min(), vmax=steps.max() if steps.max() > steps.min()
+                                           else steps.min() + 1)
+        cmap = matplotlib.colormaps["viridis"]
+        for step, xs, dens in snaps:
+            ax.plot(np.asarray(xs, float), np.asarray(dens, float), color=cmap(norm(float(step))), lw=1.4)
+        if info.get("target") is not None:
+            tx, ty = info["target"]
+            ax.plot(np.asarray(tx, float), np.asarray(ty, float), "--", color="black", lw=1.6, label="target p*")
+        for name, style in (("old_mean", ":"), ("new_mean", "-.")):
+            if info.get(name) is not None:
+                ax.axvline(float(np.ravel(info[name])[0]), ls=style, color="grey", lw=1,
+                           label=name.replace("_", " "))
+        sm = matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=ax, label="step")
+        ax.set_xlabel(info.get("xlabel", "x"))
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small")
+        ax.set_title(info.get("title", "density over training"))
+        return _save(fig, path)
+
+    k = min(max_panels, len(snaps))
+    idx = sorted({round(float(i)) for i in np.linspace(0, len(snaps) - 1, k)})
+    fig, axes = plt.subplots(1, len(idx), figsize=(3.6 * len(idx), 3.6), squeeze=False)
+    zmax = max(float(np.nanmax(snaps[i][3])) for i in idx)
+    levels = np.linspace(0.0, zmax if zmax > 0 else 1.0, 13)  # shared scale, so panels compare
+    for ax, i in zip(axes[0], idx, strict=True):
+        step, X, Y, Z = snaps[i]
+        ax.contourf(np.asarray(X), np.asarray(Y), np.asarray(Z), levels=levels, cmap="viridis", extend="both")
+        if info.get("target") is not None:
+            TX, TY, TZ = info["target"]
+            ax.contour(np.asarray(TX), np.asarray(TY), np.asarray(TZ), levels=6, colors="black", linestyles="dashed",
+                       linewidths=0.8)
+        for name, marker in (("old_mean", "o"), ("new_mean", "x")):
+            if info.get(name) is not None:
+                m = np.ravel(info[name])
+                ax.plot(m[0], m[1], marker, color="white", mec="black", ms=8)
+        ax.set_title(f"step {step}")
+        ax.set_aspect("equal", adjustable="box")
+    fig.suptitle(info.get("title", "density over training"))
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
+                         title: str | None = None, logy: bool = False) -> Path:
+    """Aggregated metric against a numeric parameter, one line per label.
+
+    ``series``: label -> ``(xs, means)`` or ``(xs, means, lo, hi)`` (the interval is drawn as error bars
+    where finite).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for label, data in series.items():
+        xs, ms = np.asarray(data[0], float), np.asarray(data[1], float)
+        if len(data) >= 4:
+            lo, hi = np.asarray(data[2], float), np.asarray(data[3], float)
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            err = np.vstack([np.where(ok, ms - lo, 0.0), np.where(ok, hi - ms, 0.0)])
+            ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label))
+        else:
+            ax.plot(xs, ms, "o-", label=str(label))
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"{ylabel} vs {xlabel}")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+__all__: list[str] = [
+    "mean_band", "plot_density_evolution", "plot_drift_vs_delta", "plot_method_comparison", "plot_metric_vs_param",
+    "plot_replay", "plot_starvation", "plot_trajectories",
+]

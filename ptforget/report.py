@@ -1,0 +1,618 @@
+"""Sweep reports: collect every run under a folder, aggregate over seeds, write tables and figures.
+
+A run is any folder holding a ``summary.json`` (written by ``ptforget-train``). Its Hydra overrides come from
+``summary["overrides"]`` or, failing that, from ``.hydra/overrides.yaml`` next to it. The *swept keys* are the
+override keys whose values differ across runs; ``seed`` is never a grouping key, so groups average over seeds.
+
+Public API::
+
+    collect(root) -> list[dict]                      # one flat row per run
+    aggregate(rows, by=None, metrics=None) -> list[dict]   # n, mean, 95% t-interval per metric and group
+    write_report(root, out_dir=None, metrics=None, figures=True) -> dict
+    main(argv=None) -> int                           # console script ``ptforget-report DIR [--out OUT] ...``
+
+Aggregates use only runs whose status is ``complete``; diverged, failed and interrupted runs are counted
+(``n_runs`` vs ``n``) and listed in their own section of ``summary.md``. Non-finite metric values are skipped
+per metric, so ``<metric>_n`` can be smaller than ``n``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ptforget.io import atomic_write_text
+
+# Columns taken from summary.json as they are (the metric columns come from "final" and "forgetting").
+META_KEYS = ("status", "reason", "diverged_step", "seed", "generator", "objective", "steps", "max_steps",
+             "wall_time_s", "config_hash")
+# Preferred order of metric columns; others follow alphabetically.
+METRIC_ORDER = ("old_mass", "weight", "drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
+                "kl_q_pstar", "kl_pstar_q", "old_mass_first_minus_last", "old_mass_max_minus_last")
+# Metrics shown in summary.md and on stdout unless --metrics says otherwise.
+DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_max_minus_last")
+NEVER_GROUP = ("seed",)
+BAD_STATUSES = ("diverged", "failed", "interrupted")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Statistics (no scipy): Student-t quantile through the regularized incomplete beta function.
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction for the incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 500):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    lbt = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):
+        return math.exp(lbt) * _betacf(a, b, x) / a
+    return 1.0 - math.exp(lbt) * _betacf(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """CDF of Student's t distribution with ``df`` degrees of freedom (``df=inf``: standard normal)."""
+    if math.isinf(df):
+        return 0.5 * math.erfc(-t / math.sqrt(2.0))
+    tail = 0.5 * _betainc(0.5 * df, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """Quantile (inverse CDF) of Student's t with ``df > 0`` degrees of freedom, 0 < p < 1.
+
+    Bisection on :func:`t_cdf`; agrees with ``scipy.stats.t.ppf`` to ~1e-10 relative. ``df=inf`` gives the
+    normal quantile.
+    """
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must be in (0, 1), got {p}")
+    if not df > 0:
+        raise ValueError(f"df must be > 0, got {df}")
+    if p == 0.5:
+        return 0.0
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    hi = 1.0
+    while t_cdf(hi, df) < p:
+        hi *= 2.0
+        if hi > 1e300:
+            return math.inf
+    lo = 0.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo <= 1e-13 * max(1.0, hi):
+            break
+    return 0.5 * (lo + hi)
+
+
+def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
+    """n, mean, sample std and two-sided t-interval of the finite entries of ``values``.
+
+    Returns keys n, mean, std, ci (half-width), lo, hi. With n == 1 the std and interval are NaN; with
+    n == 0 everything but n is NaN.
+    """
+    xs = [float(v) for v in values if _is_finite_number(v)]
+    n = len(xs)
+    nan = math.nan
+    if n == 0:
+        return {"n": 0, "mean": nan, "std": nan, "ci": nan, "lo": nan, "hi": nan}
+    mean = math.fsum(xs) / n
+    if n == 1:
+        return {"n": 1, "mean": mean, "std": nan, "ci": nan, "lo": nan, "hi": nan}
+    std = math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t_quantile(0.5 + level / 2.0, n - 1) * std / math.sqrt(n)
+    return {"n": n, "mean": mean, "std": std, "ci": half, "lo": mean - half, "hi": mean + half}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Collecting runs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _to_float(v: Any) -> float:
+    """JSON metric value to float: null -> nan, "inf"/"-inf"/"nan" strings -> the float."""
+    if v is None:
+        return math.nan
+    if isinstance(v, bool):
+        return float(v)
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        return float(str(v))
+    except ValueError:
+        return math.nan
+
+
+_INT_RE = re.compile(r"^[+-]?\d+$")
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan)$", re.IGNORECASE)
+
+
+def parse_value(text: str) -> Any:
+    """Hydra override value to a Python scalar (int, float, bool, None) or the string itself."""
+    s = text.strip()
+    if len(s) >= 2 and s[0] == s[-1] and s[0] in "'\"":
+        return s[1:-1]
+    low = s.lower()
+    if low == "true":
+        return True
+    if low == "false":
+        return False
+    if low == "null":
+        return None
+    if _INT_RE.match(s):
+        return int(s)
+    if _FLOAT_RE.match(s):
+        return float(s)
+    return s
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """``["task.delta=6", "+x=1", "~y"]`` -> ``{"task.delta": 6, "x": 1}`` (deletions are dropped)."""
+    out: dict[str, Any] = {}
+    for item in overrides or ():
+        item = str(item).strip()
+        if not item or item.startswith("~") or "=" not in item:
+            continue
+        key, value = item.split("=", 1)
+        key = key.lstrip("+").strip()
+        if key.startswith("hydra."):
+            continue
+        out[key] = parse_value(value)
+    return out
+
+
+def _read_overrides_yaml(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)
+        if isinstance(data, list):
+            return [str(x) for x in data]
+    except Exception:  # fall through to a line parser
+        pass
+    return [ln.strip()[2:].strip() for ln in text.splitlines() if ln.strip().startswith("- ")]
+
+
+def _natural_key(path: Path) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts)
+
+
+def find_summaries(root: str | Path) -> list[Path]:
+    """Every ``summary.json`` under ``root`` (recursively), in natural path order (2 before 10)."""
+    root = Path(root)
+    if root.is_file() and root.name == "summary.json":
+        return [root]
+    return sorted(root.rglob("summary.json"), key=lambda p: _natural_key(p.relative_to(root)))
+
+
+def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dict[str, Any]:
+    overrides = summary.get("overrides")
+    if overrides is None:
+        ov_file = run_dir / ".hydra" / "overrides.yaml"
+        overrides = _read_overrides_yaml(ov_file) if ov_file.is_file() else []
+    params = parse_overrides(overrides)
+    try:
+        rel = run_dir.relative_to(root).as_posix() or "."
+    except ValueError:
+        rel = run_dir.as_posix()
+    row: dict[str, Any] = {"run": rel}
+    for key, value in params.items():
+        row[key] = value
+    for key in META_KEYS:
+        if key in summary:
+            row[key] = summary[key]
+    metrics: dict[str, float] = {}
+    for key, value in (summary.get("final") or {}).items():
+        metrics[key] = _to_float(value)
+    for key, value in (summary.get("forgetting") or {}).items():
+        metrics[key] = _to_float(value)
+    row.update(metrics)
+    row["_dir"] = str(run_dir)
+    row["_override_keys"] = list(params)
+    row["_metric_keys"] = list(metrics)
+    return row
+
+
+def collect(root: str | Path) -> list[dict[str, Any]]:
+    """One flat row per run found under ``root``.
+
+    Columns: ``run`` (path relative to root), each override key (``task.delta``, ``objective``, ...), the
+    summary's status/reason/diverged_step/seed/generator/objective/steps/max_steps/wall_time_s/config_hash, and
+    every ``final`` and ``forgetting`` metric under its own name (``old_mass``, ``old_mass_max_minus_last``, ...).
+    Private bookkeeping keys start with ``_`` (``_dir``, ``_override_keys``, ``_metric_keys``) and are not
+    written to CSV. An unreadable summary.json becomes a row with status ``unreadable`` and the error as reason.
+    """
+    root = Path(root)
+    base = root if root.is_dir() else root.parent
+    rows = []
+    for path in find_summaries(root):
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(summary, dict):
+                raise ValueError("summary.json is not a JSON object")
+            rows.append(_row_from_summary(summary, path.parent, base))
+        except (OSError, ValueError) as err:
+            rel = path.parent.relative_to(base).as_posix() if path.parent.is_relative_to(base) else str(path.parent)
+            rows.append({"run": rel or ".", "status": "unreadable", "reason": f"{type(err).__name__}: {err}",
+                         "_dir": str(path.parent), "_override_keys": [], "_metric_keys": []})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Aggregating
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return v
+
+
+def _sort_key(v: Any) -> tuple:
+    if v is None:
+        return (0, 0.0, "")
+    if isinstance(v, bool):
+        return (1, float(v), "")
+    if isinstance(v, int | float):
+        return (2, float(v) if not math.isnan(v) else math.inf, "")
+    return (3, 0.0, str(v))
+
+
+def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Override keys whose values vary across ``rows`` (a key missing from some runs counts as varying), minus
+    ``seed``, in first-seen order."""
+    keys: list[str] = []
+    explicit = any("_override_keys" in r for r in rows)
+    for r in rows:
+        if explicit:
+            cand = r.get("_override_keys", [])
+        else:  # rows from elsewhere (e.g. read back from runs.csv): every non-meta, non-metric column
+            cand = [k for k in r if not k.startswith("_") and k not in META_KEYS and k != "run"
+                    and k not in METRIC_ORDER]
+        keys += [k for k in cand if k not in keys]
+    out = []
+    for k in keys:
+        if k in NEVER_GROUP:
+            continue
+        if len({_hashable(r.get(k)) for r in rows}) > 1:
+            out.append(k)
+    return out
+
+
+def metric_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Metric columns present in ``rows``: preferred order first (METRIC_ORDER), the rest sorted."""
+    present: set[str] = set()
+    for r in rows:
+        present.update(r.get("_metric_keys", [k for k in r if k in METRIC_ORDER]))
+    return [k for k in METRIC_ORDER if k in present] + sorted(present - set(METRIC_ORDER))
+
+
+def group_rows(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> list[tuple[dict[str, Any], list[dict]]]:
+    """Rows grouped by the values of ``by``: list of (group-values dict, rows), sorted by the values."""
+    groups: dict[tuple, tuple[dict[str, Any], list[dict]]] = {}
+    for r in rows:
+        vals = {k: r.get(k) for k in by}
+        key = tuple(_hashable(vals[k]) for k in by)
+        groups.setdefault(key, (vals, []))[1].append(r)
+    order = sorted(groups, key=lambda key: tuple(_sort_key(v) for v in key))
+    return [groups[k] for k in order]
+
+
+def aggregate(rows: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
+              metrics: Sequence[str] | None = None, level: float = 0.95,
+              statuses: Sequence[str] = ("complete",)) -> list[dict[str, Any]]:
+    """Group ``rows`` and summarise each metric over the runs of each group.
+
+    ``by``: grouping columns; ``None`` auto-detects the swept keys (:func:`swept_keys`; never ``seed``), ``[]``
+    puts everything in one group. ``metrics``: metric columns (default: all found). Only runs whose status is in
+    ``statuses`` enter the statistics.
+
+    Each output row holds the group values, ``n_runs`` (all runs in the group), ``n`` (runs used), ``n_bad`` (runs
+    left out) and, per metric ``m``: ``m_n``, ``m_mean``, ``m_std``, ``m_ci`` (half-width of the ``level`` t-interval,
+    NaN when fewer than two finite values), ``m_lo`` and ``m_hi``.
+    """
+    by = list(swept_keys(rows) if by is None else by)
+    metrics = list(metric_keys(rows) if metrics is None else metrics)
+    out = []
+    for vals, members in group_rows(rows, by):
+        used = [r for r in members if r.get("status", "complete") in statuses]
+        agg: dict[str, Any] = dict(vals)
+        agg["n_runs"] = len(members)
+        agg["n"] = len(used)
+        agg["n_bad"] = len(members) - len(used)
+        for m in metrics:
+            st = mean_ci((r.get(m) for r in used), level=level)
+            for stat in ("n", "mean", "std", "ci", "lo", "hi"):
+                agg[f"{m}_{stat}"] = st[stat]
+        out.append(agg)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _fmt(v: Any, digits: int = 4) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k in r if not k.startswith("_") and k not in columns]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if r.get(k) is None else (repr(r[k]) if isinstance(r[k], float) else r[k]) for k in columns])
+    return buf.getvalue()
+
+
+def _md_escape(s: str) -> str:
+    return s.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> str:
+    """Markdown table: one line per group, ``mean ± ci`` per metric (just the mean when n < 2)."""
+    head = [*by, "n", *metrics]
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
+             "|" + "|".join("---" if i < len(by) else "---:" for i in range(len(head))) + "|"]
+    for a in agg:
+        cells = [_md_escape(_fmt(a.get(k))) for k in by]
+        n_cell = str(a["n"]) if not a.get("n_bad") else f"{a['n']} (+{a['n_bad']} bad)"
+        cells.append(n_cell)
+        for m in metrics:
+            mean, ci = a.get(f"{m}_mean", math.nan), a.get(f"{m}_ci", math.nan)
+            if isinstance(mean, float) and math.isnan(mean):
+                cells.append("–")
+            elif isinstance(ci, float) and math.isnan(ci):
+                cells.append(_fmt(mean))
+            else:
+                cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def bad_runs_markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
+    """Markdown section listing runs whose status is not ``complete`` (empty string when there are none)."""
+    bad = [r for r in rows if r.get("status", "complete") != "complete"]
+    if not bad:
+        return ""
+    head = ["run", "status", *by, "seed", "diverged_step", "reason"]
+    lines = [f"## Diverged / failed runs ({len(bad)})", "",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in bad:
+        lines.append("| " + " | ".join(_md_escape(_fmt(r.get(k))) for k in head) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_trajectory(run_dir: str | Path, key: str = "old_mass") -> tuple[list[float], list[float]] | None:
+    """(steps, values) of column ``key`` in ``run_dir/trajectory.csv`` (blank/non-finite entries dropped);
+    ``None`` if the file or column is missing."""
+    path = Path(run_dir) / "trajectory.csv"
+    if not path.is_file():
+        return None
+    steps, vals = [], []
+    with path.open(encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or key not in reader.fieldnames or "step" not in reader.fieldnames:
+            return None
+        for rec in reader:
+            s, v = _to_float(rec.get("step")), _to_float(rec.get(key) if rec.get(key) != "" else None)
+            if math.isfinite(s) and math.isfinite(v):
+                steps.append(s)
+                vals.append(v)
+    return steps, vals
+
+
+def _label(vals: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in vals.items()) or "all runs"
+
+
+def _safe_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", s).strip("_") or "x"
+
+
+def _is_numeric_key(rows: Sequence[dict[str, Any]], key: str) -> bool:
+    vals = [r.get(key) for r in rows]
+    return all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals) and len(set(vals)) > 1
+
+
+def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str], out_dir: Path,
+             metric: str = "old_mass", max_lines: int = 10) -> list[Path]:
+    from ptforget import plots
+
+    figs: list[Path] = []
+    good = [r for r in rows if r.get("status", "complete") == "complete"]
+    # Final metric vs each numeric swept key, one line per combination of the other swept keys.
+    if any(f"{metric}_mean" in a for a in agg):
+        for key in by:
+            if not _is_numeric_key(good, key):
+                continue
+            others = [k for k in by if k != key]
+            series: dict[str, tuple[list, list, list, list]] = {}
+            for a in sorted(agg, key=lambda a: _sort_key(a.get(key))):
+                if a.get(f"{metric}_n", 0) == 0:
+                    continue
+                lab = _label({k: a.get(k) for k in others}) if others else metric
+                xs, ms, lo, hi = series.setdefault(lab, ([], [], [], []))
+                xs.append(a[key])
+                ms.append(a[f"{metric}_mean"])
+                lo.append(a[f"{metric}_lo"])
+                hi.append(a[f"{metric}_hi"])
+            if series:
+                figs.append(plots.plot_metric_vs_param(
+                    series, out_dir / f"final_{metric}_vs_{_safe_name(key)}.png", xlabel=key,
+                    ylabel=f"final {metric}", title=f"final {metric} vs {key} (mean, 95% CI)"))
+    # Trajectories: mean and 95% band over seeds, one line per group.
+    curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    for vals, members in group_rows(good, by):
+        trajs = [t for t in (read_trajectory(r["_dir"], metric) for r in members if "_dir" in r) if t and t[0]]
+        if trajs:
+            curves[_label(vals)] = trajs
+    if curves:
+        if len(curves) <= max_lines or not by:
+            chunks = {"": curves}
+        else:  # one figure per value of the first swept key
+            chunks = {}
+            for vals, _members in group_rows(good, by):
+                lab = _label(vals)
+                if lab in curves:
+                    chunks.setdefault(f"_{_safe_name(f'{by[0]}={_fmt(vals[by[0]])}')}", {})[lab] = curves[lab]
+        for suffix, cs in chunks.items():
+            figs.append(plots.plot_trajectories(cs, out_dir / f"trajectories_{metric}{suffix}.png", key=metric,
+                                                title=f"{metric} over training (mean, 95% band over seeds)"))
+    return figs
+
+
+def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: Sequence[str] | None = None,
+                 figures: bool = True, by: Sequence[str] | None = None) -> dict[str, Any]:
+    """Collect the runs under ``root`` and write the report into ``out_dir`` (default: ``root/report``).
+
+    Writes (each atomically): ``runs.csv`` (one row per run), ``summary.csv`` (per group: n and mean/std/CI of
+    every metric), ``summary.md`` (markdown table of ``metrics``, mean ± 95% CI, plus a section listing
+    non-complete runs) and, with ``figures``, ``final_old_mass_vs_<key>.png`` for each numeric swept key and
+    ``trajectories_old_mass*.png``. ``metrics`` chooses the columns of the markdown table (default:
+    DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics, markdown and the
+    written paths (runs_csv, summary_csv, summary_md, figures). Raises FileNotFoundError if no run is found.
+    """
+    root = Path(root)
+    rows = collect(root)
+    if not rows:
+        raise FileNotFoundError(f"no summary.json under {root}")
+    out = Path(out_dir) if out_dir is not None else (root / "report")
+    out.mkdir(parents=True, exist_ok=True)
+    by = list(swept_keys(rows) if by is None else by)
+    all_metrics = metric_keys(rows)
+    if metrics is None:
+        table_metrics = [m for m in DEFAULT_TABLE_METRICS if m in all_metrics] or all_metrics[:5]
+    else:
+        table_metrics = list(metrics)
+    agg_metrics = all_metrics + [m for m in table_metrics if m not in all_metrics]
+    agg = aggregate(rows, by=by, metrics=agg_metrics)
+
+    runs_csv, summary_csv, summary_md = out / "runs.csv", out / "summary.csv", out / "summary.md"
+    atomic_write_text(runs_csv, _csv_text(rows))
+    atomic_write_text(summary_csv, _csv_text(agg))
+    n_bad = sum(r.get("status", "complete") != "complete" for r in rows)
+    table = markdown_table(agg, by, table_metrics)
+    md = [f"# ptforget report: {root}", "",
+          f"{len(rows)} runs ({len(rows) - n_bad} complete, {n_bad} not), {len(agg)} groups; "
+          f"swept keys: {', '.join(by) if by else '(none)'}. Cells: mean ± 95% t-interval half-width over "
+          "complete runs (seeds).", "", table]
+    bad = bad_runs_markdown(rows, by)
+    if bad:
+        md += ["", bad]
+    figs: list[Path] = []
+    if figures:
+        figs = _figures(rows, agg, by, out)
+        if figs:
+            md += ["", "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figs]]
+    markdown = "\n".join(md).rstrip("\n") + "\n"
+    atomic_write_text(summary_md, markdown)
+    return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
+            "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
+            "figures": figs}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ptforget-report",
+                                description="Aggregate ptforget runs (every summary.json under DIR) over seeds.")
+    p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")
+    p.add_argument("--out", default=None, help="output folder (default: DIR/report)")
+    p.add_argument("--metrics", default=None,
+                   help=f"comma-separated metrics for the table (default: {','.join(DEFAULT_TABLE_METRICS)})")
+    p.add_argument("--by", default=None, help="comma-separated grouping keys (default: the swept override keys)")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script: ``ptforget-report DIR [--out OUT] [--metrics old_mass,drift,...] [--by k1,k2]``.
+
+    Prints the markdown table and the output folder; returns 0, or 2 (with a one-line error on stderr) when DIR
+    does not exist or holds no summary.json. Bad arguments exit with 2 through argparse.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    root = Path(args.dir)
+    if not root.is_dir():
+        print(f"ptforget-report: error: {root} does not exist or is not a directory", file=sys.stderr)
+        return 2
+    if not find_summaries(root):
+        print(f"ptforget-report: error: no summary.json under {root}", file=sys.stderr)
+        return 2
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
+    by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by is not None else None
+    res = write_report(root, args.out, metrics=metrics, figures=not args.no_figures, by=by)
+    print(res["table"], end="")
+    n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
+    if n_bad:
+        print(f"\n{n_bad} run(s) not complete: see {res['summary_md']}")
+    print(f"\nreport: {res['summary_md'].parent}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
