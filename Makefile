@@ -8,7 +8,7 @@ EXTRAS ?= dev,wandb,launchers
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptforget-installed
 
-.PHONY: install run train test test-all lint bench clean
+.PHONY: install run check-full train test test-all lint bench clean
 
 install: $(STAMP)
 
@@ -19,9 +19,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
-# the main job on the embedded default (CPU, no network)
+# the main job: the quick check of every claim on the embedded default (CPU, no network, ~3 min on 2 cores)
 run: install
-	$(BIN)/ptforget-train
+	$(BIN)/ptforget-check
+
+# the full check (more seeds, Delta grid, longer runs) for GPU boxes and clusters
+check-full: install
+	$(BIN)/ptforget-check profile=full
 
 # one post-training run; pass Hydra overrides with ARGS="generator=flow objective=fkl"
 train: install
