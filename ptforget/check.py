@@ -1025,7 +1025,26 @@ def run_check(cfg: DictConfig, out_dir: str | Path, compose: Callable[[list[str]
     }
     write_json(out / "verdicts.json", payload)
     atomic_write_text(out / "report.md", render_report(chk, payload))
+    check_choice(cfg.get("logger", "none"), "logger", ("none", "wandb"))
+    if cfg.get("logger", "none") == "wandb":
+        log_to_wandb(cfg, out, payload)
     return payload
+
+
+def log_to_wandb(cfg: DictConfig, out: Path, payload: dict[str, Any]) -> None:
+    """Figures as images and the verdicts as a table; offline unless ``wandb_mode=online``."""
+    import wandb
+
+    mode = cfg.get("wandb_mode", "offline")
+    check_choice(mode, "wandb_mode", ("offline", "online", "disabled"))
+    run = wandb.init(project=cfg.get("wandb_project", "ptforget"), group=cfg.get("study", "check"), job_type="check",
+                     dir=str(out), mode=mode, config=OmegaConf.to_container(cfg, resolve=False))
+    try:
+        table = wandb.Table(columns=HEADER, data=verdict_rows(payload["verdicts"]))
+        images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted((out / "figures").glob("*.png"))}
+        run.log({"verdicts": table, **images, **{f"count/{k}": v for k, v in payload["counts"].items()}})
+    finally:
+        wandb.finish()
 
 
 def _fmt(v: Any) -> str:
