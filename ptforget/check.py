@@ -952,6 +952,37 @@ class Check:
             )
             self.attach("density", fig)
 
+    def chen2025(self) -> None:
+        """Chen et al.'s two-mode simulation: gain and drop at the first iteration with gain >= 0.9."""
+        from ptforget.chen import run_all
+
+        params = OmegaConf.to_container(self.compose(["experiment=chen2025"]).chen2025, resolve=True)
+        results = run_all(params)
+        write_json(self.out / "chen2025.json", results)
+        lines = ["| run | stop iteration | gain | drop | pi1 | mu1 | mu2 | sigma2 |", "|" + "---|" * 8]
+        curves, drops = {}, {}
+        for r in results:
+            s = r["at_stop"]
+            name = f"{r['method']} lr={r['lr']:g}"
+            lines.append(f"| {name} | {r['stop']}{'' if r['reached'] else ' (not reached)'} | {s['gain']:.3f} | "
+                         f"{s['drop']:.3f} | {s['weight_old']:.3f} | {s['mu_old']:.3f} | {s['mu_new']:.3f} | "
+                         f"{s['sigma_new']:.3f} |")
+            it = np.array([t["iteration"] for t in r["trajectory"]])
+            curves[f"gain, {name}"] = (it, np.array([t["gain"] for t in r["trajectory"]]))
+            drops[f"drop, {name}"] = (it, np.array([t["drop"] for t in r["trajectory"]]))
+        fkl = next(r for r in results if r["method"] == "fkl" and r["reached"])
+        rl = next((r for r in results if r["method"] == "reinforce"), None)
+        if rl is not None and rl["reached"]:
+            self.add("chen2025", "On-policy RL forgets less than SFT at equal gain (Chen et al.)",
+                     "Chen's 1-D simulation", "drop(SFT lr 0.15) - drop(RL) at gain >= 0.9",
+                     [fkl["at_stop"]["drop"] - rl["at_stop"]["drop"]], "> 0", "SFT drops more than RL",
+                     (0.0, math.inf))
+        self.say("chen2025", "\n".join(lines))
+        fig = self.plots().plot_trajectories({**curves, **drops}, self.figure("chen2025_gain_drop.png"),
+                                             key="overlap accuracy change",
+                                             title="Chen et al. two-mode simulation: gain and drop")
+        self.attach("chen2025", fig)
+
     # ------------------------------------------------------------------ plumbing
     @staticmethod
     def plots():
@@ -987,6 +1018,7 @@ TITLES = {
     "P16": "OAPL",
     "P17": "Bhattacharyya coefficient",
     "methods": "Method comparison",
+    "chen2025": "Chen et al. (2025) two-mode simulation",
     "density": "Density evolution",
 }
 
@@ -994,10 +1026,10 @@ TITLES = {
 def selected_claims(cfg: DictConfig) -> list[str]:
     claims = cfg.claims
     if claims == "all" or claims is None:
-        return [*CLAIM_IDS, "methods", "density"]
+        return [*CLAIM_IDS, "methods", "density", "chen2025"]
     names = [str(c) for c in claims] if not isinstance(claims, str) else [c.strip() for c in claims.split(",")]
     for c in names:
-        check_choice(c, "claims", ("all", *CLAIM_IDS, "methods", "density"))
+        check_choice(c, "claims", ("all", *CLAIM_IDS, "methods", "density", "chen2025"))
     return names
 
 
@@ -1099,7 +1131,7 @@ def render_report(chk: Check, payload: dict[str, Any]) -> str:
     ]
     for row in verdict_rows(chk.verdicts):
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in row) + " |")
-    for claim in [*CLAIM_IDS, "methods", "density"]:
+    for claim in [*CLAIM_IDS, "methods", "density", "chen2025"]:
         rows = [v for v in chk.verdicts if v.claim == claim]
         if not rows and claim not in chk.sections:
             continue
