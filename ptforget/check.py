@@ -1057,8 +1057,8 @@ def run_check(cfg: DictConfig, out_dir: str | Path, compose: Callable[[list[str]
     }
     write_json(out / "verdicts.json", payload)
     atomic_write_text(out / "report.md", render_report(chk, payload))
-    check_choice(cfg.get("logger", "none"), "logger", ("none", "wandb"))
-    if cfg.get("logger", "none") == "wandb":
+    check_choice(cfg.get("report_to", "none"), "report_to", ("none", "wandb"))
+    if cfg.get("report_to", "none") == "wandb":
         log_to_wandb(cfg, out, payload)
     return payload
 

@@ -84,3 +84,13 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path):
     expected = "ptforget: error: invalid config: task.beta_star=1.5; allowed: a number in the open interval (0, 1)"
     assert lines == [expected]
     assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_wandb_logger_runs_without_network(tmp_path):
+    """logger=wandb (offline by default; disabled in tests) completes and still writes the run files."""
+    from ptforget.train import run_training
+
+    cfg = compose_cfg("logger=wandb", "trainer.max_steps=20", "eval_every=10")
+    summary = run_training(cfg, tmp_path)
+    assert summary["status"] == "complete"
+    assert (tmp_path / "trajectory.csv").exists() and (tmp_path / "summary.json").exists()
