@@ -529,7 +529,7 @@ class Check:
         gen, task = self._gmm_from_run(r, delta, b)
         torch.manual_seed(0)
         x = task.p_star.sample((200_000,)).double()[:, 0]
-        beta, mo, mn = float(gen.weights()[0]), float(gen.mu_old.detach()), float(gen.mu_rest.detach()[0])
+        beta, mo, mn = float(gen.weights().detach()[0]), float(gen.mu_old.detach()), float(gen.mu_rest.detach()[0])
         wo = torch.sigmoid(math.log(beta / (1 - beta)) - 0.5 * (x - mo) ** 2 + 0.5 * (x - mn) ** 2)
         s = torch.stack([wo - beta, wo * (x - mo), (1 - wo) * (x - mn)], 1)
         ev = torch.linalg.eigvalsh(s.T @ s / s.shape[0])
@@ -552,7 +552,7 @@ class Check:
             exact = misassignment_general(
                 [float(gen.mu_old.detach())],
                 [float(gen.mu_rest.detach()[0])],
-                float(gen.weights()[0]),
+                float(gen.weights().detach()[0]),
                 [float(task.mu_old)],
                 [float(task.mu_new)],
                 "old_to_new",
