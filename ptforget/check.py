@@ -334,15 +334,12 @@ class Check:
     def p3(self) -> None:
         """Exact forward-KL weight gradient (beta - m_{n->o})/(beta(1-beta)), measured on a GMM by autograd."""
         from ptforget.generators import GaussianMixture
-        from ptforget.objectives import ForwardKL
         from ptforget.tasks import TwoModeTask
         from ptforget.theory import misassignment
 
         for delta, beta in ((2.0, 0.5), (3.0, 0.2)):
             task = TwoModeTask(dim=1, delta=delta, beta_star=beta, new_offset=0.0)
             gen = GaussianMixture(task, weight="direct")
-            obj = ForwardKL(batch=1)
-            obj.setup(gen, task)
             torch.manual_seed(0)
             x = task.p_new.sample((200_000,))
             # per-sample d/dbeta of -log q: exact for each sample; mean and its standard error
@@ -580,17 +577,18 @@ class Check:
             (0.0, math.inf),
         )
 
-    def _gmm_from_run(self, r: Run, delta: float, b: float):
+    def _gmm_from_run(self, r: Run, delta: float, b: float, row: int = -1):
+        """The 1-D GMM a run had at trajectory row ``row`` (weight and component means are recorded)."""
         from ptforget.generators import GaussianMixture
         from ptforget.tasks import TwoModeTask
 
         task = TwoModeTask(dim=1, delta=delta, beta_star=b)
         gen = GaussianMixture(task)
-        w = float(r.final["weight"])
+        w = float(np.clip(r.col("weight")[row], 1e-12, 1 - 1e-12))
         with torch.no_grad():
             gen.weight_param.fill_(math.log(w / (1 - w)))
-            gen.mu_old.fill_(float(r.traj["mu_old_0"][-1]))
-            gen.mu_rest.fill_(float(r.traj["mu_new_0"][-1]))
+            gen.mu_old.fill_(float(r.col("mu_old_0")[row]))
+            gen.mu_rest.fill_(float(r.col("mu_new_0")[row]))
         return gen, task
 
     def p10(self) -> None:
@@ -928,21 +926,13 @@ class Check:
 
     def density(self) -> None:
         """Density evolution of a 1-D GMM under forward and reverse KL (from the recorded component means)."""
-        from ptforget.generators import GaussianMixture
-        from ptforget.tasks import TwoModeTask
-
         for obj in ("fkl", "rkl"):
             r = self.run(f"density_{obj}", [f"objective={obj}", "task.dim=1", "eval_every=25"], 0)
-            task = TwoModeTask(dim=1, delta=4.0)
-            gen = GaussianMixture(task)
             xs = torch.linspace(-7, 7, 400).unsqueeze(-1)
             snaps = []
             for i in np.linspace(0, len(r.col("step")) - 1, 8).astype(int):
-                w = float(np.clip(r.col("weight")[i], 1e-12, 1 - 1e-12))
+                gen, task = self._gmm_from_run(r, 4.0, 0.5, int(i))
                 with torch.no_grad():
-                    gen.weight_param.fill_(math.log(w / (1 - w)))
-                    gen.mu_old.fill_(float(r.col("mu_old_0")[i]))
-                    gen.mu_rest.fill_(float(r.col("mu_new_0")[i]))
                     snaps.append((int(r.col("step")[i]), xs[:, 0].numpy(), gen.log_prob(xs).exp().numpy()))
             target = task.p_star.log_prob(xs).exp().numpy()
             fig = self.plots().plot_density_evolution(
@@ -999,6 +989,8 @@ class Check:
 
 
 CLAIM_IDS = tuple(f"P{i}" for i in range(1, 18))
+#: everything the check can run, in report order: the claims, then the figures and Chen et al.'s simulation
+SECTIONS = (*CLAIM_IDS, "methods", "density", "chen2025")
 TITLES = {
     "P1": "Forward KL (SFT on new data): mass forgetting",
     "P2": "Forward-KL collapse law",
@@ -1026,10 +1018,10 @@ TITLES = {
 def selected_claims(cfg: DictConfig) -> list[str]:
     claims = cfg.claims
     if claims == "all" or claims is None:
-        return [*CLAIM_IDS, "methods", "density", "chen2025"]
+        return list(SECTIONS)
     names = [str(c) for c in claims] if not isinstance(claims, str) else [c.strip() for c in claims.split(",")]
     for c in names:
-        check_choice(c, "claims", ("all", *CLAIM_IDS, "methods", "density", "chen2025"))
+        check_choice(c, "claims", ("all", *SECTIONS))
     return names
 
 
@@ -1131,7 +1123,7 @@ def render_report(chk: Check, payload: dict[str, Any]) -> str:
     ]
     for row in verdict_rows(chk.verdicts):
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in row) + " |")
-    for claim in [*CLAIM_IDS, "methods", "density", "chen2025"]:
+    for claim in SECTIONS:
         rows = [v for v in chk.verdicts if v.claim == claim]
         if not rows and claim not in chk.sections:
             continue

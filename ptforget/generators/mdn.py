@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ptforget.errors import check
 from ptforget.generators.base import Generator, region_stats
-from ptforget.generators.mixture import gaussian_bc
+from ptforget.generators.mixture import mixture_component_view
 from ptforget.generators.pretrain import pretrain_mle
 from ptforget.tasks import TwoModeTask
 
@@ -122,7 +122,4 @@ class MixtureDensityNetwork(Generator):
     @torch.no_grad()
     def component_view(self) -> dict[str, Tensor]:
         log_w, mu, s = self.params()
-        w = log_w.exp()
-        rest = w[1:] / w[1:].sum()
-        return {"weight": w[0], "comp_old_mean": mu[0], "comp_new_mean": (rest.unsqueeze(-1) * mu[1:]).sum(0),
-                "comp_bc": gaussian_bc(mu[0], torch.diag(s[0]), mu[1], torch.diag(s[1]))}
+        return mixture_component_view(log_w.exp(), mu, torch.diag_embed(s))

@@ -209,11 +209,14 @@ class GaussianMixture(Generator):
 
     @torch.no_grad()
     def component_view(self) -> dict[str, Tensor]:
-        w = self.weights()
-        mu = self.means()
-        rest = w[1:] / w[1:].sum()
-        return {"weight": w[0], "comp_old_mean": mu[0], "comp_new_mean": (rest.unsqueeze(-1) * mu[1:]).sum(0),
-                "comp_bc": gaussian_bc(mu[0], self.scale_trils()[0], mu[1], self.scale_trils()[1])}
+        return mixture_component_view(self.weights(), self.means(), self.scale_trils())
+
+
+def mixture_component_view(w: Tensor, mu: Tensor, L: Tensor) -> dict[str, Tensor]:
+    """Old weight, old mean, weight-averaged new mean and BC(old, first new) of a mixture (component 0 = old)."""
+    rest = w[1:] / w[1:].sum()
+    return {"weight": w[0], "comp_old_mean": mu[0], "comp_new_mean": (rest.unsqueeze(-1) * mu[1:]).sum(0),
+            "comp_bc": gaussian_bc(mu[0], L[0], mu[1], L[1])}
 
 
 def gaussian_bc(mu1: Tensor, L1: Tensor, mu2: Tensor, L2: Tensor) -> Tensor:
