@@ -183,12 +183,27 @@ class Check:
                     return Run(path, s, load_trajectory(path / "trajectory.csv"))
             except (OSError, ValueError):
                 pass
-        summary = run_training(cfg, path)
+        summary = run_training(cfg, path, reuse=False)
         self.n_runs += 1
         return Run(path, summary, load_trajectory(path / "trajectory.csv"))
 
     def runs(self, label: str, overrides: Sequence[str], generator: str = "gmm") -> list[Run]:
-        return [self.run(label, overrides, s, generator) for s in self.seeds(generator)]
+        """All seeds of one configuration: one batched run (``seeds=S``) where the objective allows it."""
+        from ptforget.train import finished_summary, run_training
+
+        seeds = self.seeds(generator)
+        if len(seeds) == 1 or not self.p.get("batch_seeds", True):
+            return [self.run(label, overrides, s, generator) for s in seeds]
+        cfg = self.compose([*self.base_overrides(generator), *overrides, f"seed={seeds[0]}", f"seeds={len(seeds)}"])
+        path = self.out / "runs" / label
+        if self.cfg.reuse and finished_summary(path, cfg) is not None:
+            self.n_reused += len(seeds)
+        else:
+            self.n_runs += len(seeds)
+        summary = run_training(cfg, path, reuse=bool(self.cfg.reuse))
+        members = summary.get("members") or [summary]
+        return [Run(path / f"seed{m['seed']}", m, load_trajectory(path / f"seed{m['seed']}" / "trajectory.csv"))
+                for m in members]
 
     # ------------------------------------------------------------------ bookkeeping
     def add(

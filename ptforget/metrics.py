@@ -26,7 +26,7 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     KL estimates: ``kl_q_pstar`` = E_q[log q - log p*] and ``kl_pstar_q`` = E_{p*}[log p* - log q] (MC, n each).
     """
     ro = generator.readout(task, n)
-    _, ref_old, ref_new = _target_region_stats(task)
+    _, ref_old, ref_new = target_region_stats(task)
     out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": torch.linalg.norm(ro["region_mean"] - ref_old)}
     out["new_error"] = torch.linalg.norm(ro["new_region_mean"] - ref_new)
     if "weight" in ro:
@@ -41,12 +41,12 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     p = task.p_star
     x = generator.sample(n)
     out["kl_q_pstar"] = (generator.log_prob(x) - p.log_prob(x)).mean()
-    y = p.sample((n,))
+    y = task.sample("star", n)
     out["kl_pstar_q"] = (p.log_prob(y) - generator.log_prob(y)).mean()
     return out
 
 
-def _target_region_stats(task: TwoModeTask) -> tuple[Tensor, Tensor, Tensor]:
+def target_region_stats(task: TwoModeTask) -> tuple[Tensor, Tensor, Tensor]:
     """Old-region mass and the conditional means of p* on the old and new regions (exact, cached)."""
     key = ("target_region", task.device)
     if key not in task._cache:
@@ -66,16 +66,20 @@ class Tracked(Metric):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
-        self.add_state("first", torch.tensor(float("nan")), dist_reduce_fx=None)
-        self.add_state("last", torch.tensor(float("nan")), dist_reduce_fx=None)
-        self.add_state("low", torch.tensor(float("inf")), dist_reduce_fx=None)
-        self.add_state("high", torch.tensor(float("-inf")), dist_reduce_fx=None)
-        self.add_state("count", torch.tensor(0), dist_reduce_fx=None)
+        # persistent: they travel in resume checkpoints; with batched seeds they become (S,) tensors
+        self.add_state("first", torch.tensor(float("nan")), dist_reduce_fx=None, persistent=True)
+        self.add_state("last", torch.tensor(float("nan")), dist_reduce_fx=None, persistent=True)
+        self.add_state("low", torch.tensor(float("inf")), dist_reduce_fx=None, persistent=True)
+        self.add_state("high", torch.tensor(float("-inf")), dist_reduce_fx=None, persistent=True)
+        self.add_state("count", torch.tensor(0), dist_reduce_fx=None, persistent=True)
 
-    def update(self, measured: dict[str, Tensor]) -> None:  # type: ignore[override]
+    def update(self, measured: dict[str, Tensor], alive: Tensor | None = None) -> None:  # type: ignore[override]
+        """Fold in one evaluation; ``alive`` (bool, per member) freezes diverged members at their last value."""
         if self.key not in measured:
             return
         v = measured[self.key].detach().to(self.last.dtype)
+        if alive is not None:
+            v = torch.where(alive, v, self.last)
         self.first = torch.where(self.count == 0, v, self.first)
         self.last = v
         self.low = torch.minimum(self.low, v)

@@ -1,21 +1,31 @@
 """PostTrainModule: a generator, an objective and a task, trained step by step with on-the-fly sampling.
 
-The "dataset" is a step counter: every step the objective draws the samples it needs. Forgetting metrics are
-measured every ``eval_every`` steps (the only host syncs), recorded as a trajectory and tracked by torchmetrics.
+The lean path: Lightning drives the run (devices, loggers, progress bar, the fit loop), but one Lightning batch is a
+*chunk* of ``eval_every`` optimizer steps run in a tight loop (manual optimization), so Lightning's per-batch hooks
+cost once per chunk rather than once per step. Nothing inside a chunk syncs with the host; forgetting metrics are
+measured at the end of each chunk (one host sync), recorded as a trajectory and tracked by torchmetrics; a
+checkpoint (``last.ckpt``) is written atomically every ``checkpoint_every`` steps so an interrupted run resumes.
+
+With ``seeds > 1`` and a batchable objective the generator is a ``SeedEnsemble``: every member is trained, measured
+and judged for divergence separately, in one vmapped step.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from ptforget.ensemble import SeedEnsemble
 from ptforget.errors import check, check_choice
 from ptforget.generators.base import Generator
-from ptforget.metrics import forgetting_metrics, measure
+from ptforget.metrics import forgetting_metrics, measure, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 
@@ -44,7 +54,18 @@ def validate_optimizer(cfg: dict[str, Any]) -> None:
 
 
 class PostTrainModule(L.LightningModule):
-    """Lightning wrapper: one objective step per training step, metrics every ``eval_every`` steps."""
+    """Lightning wrapper: one chunk of optimizer steps per Lightning batch, metrics at every chunk end.
+
+    Args:
+        generator, objective, task: what to train, how, and on what.
+        optimizer: optimizer config (name, lr, schedule, betas, momentum, weight_decay).
+        eval_every: steps per chunk; metrics are measured after each chunk and at the last step.
+        n_eval: Monte-Carlo samples per evaluation.
+        max_steps: total optimizer steps.
+        seeds: number of batched seeds (members); 1 trains the generator itself.
+        checkpoint_path: where ``last.ckpt`` goes (None: no checkpoints).
+        checkpoint_every: steps between checkpoints (rounded up to a chunk end); 0 disables them.
+    """
 
     def __init__(
         self,
@@ -54,31 +75,69 @@ class PostTrainModule(L.LightningModule):
         optimizer: dict[str, Any],
         eval_every: int = 50,
         n_eval: int = 4096,
-        max_steps: int | None = None,
+        max_steps: int = 1000,
+        seeds: int = 1,
+        checkpoint_path: str | os.PathLike | None = None,
+        checkpoint_every: int = 0,
     ) -> None:
         super().__init__()
         check(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
         check(isinstance(n_eval, int) and n_eval >= 16, "n_eval", n_eval, "an integer >= 16")
+        check(isinstance(seeds, int) and seeds >= 1, "seeds", seeds, "an integer >= 1")
         validate_optimizer(optimizer)
+        objective.validate(generator, task)
+        self.automatic_optimization = False
         self.generator = generator
+        self.ensemble = SeedEnsemble(generator, seeds) if seeds > 1 else None
         self.objective = objective
         self.task = task
         self.optimizer_cfg = dict(optimizer)
-        self.eval_every, self.n_eval, self.max_steps = eval_every, n_eval, max_steps
+        self.eval_every, self.n_eval, self.max_steps, self.S = eval_every, n_eval, max_steps, seeds
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_meta: dict[str, Any] = {}  # stored with every checkpoint (the run's config hash)
         self.metrics = forgetting_metrics()
-        self.history: list[dict[str, float]] = []
-        self.status = "running"
-        self.diverged_step: int | None = None
-        self.reason = ""
+        self.histories: list[list[dict[str, float]]] = [[] for _ in range(seeds)]
+        self.diverged: list[tuple[int, str] | None] = [None] * seeds
+        self.step = 0  # optimizer steps taken
+        self._last_ckpt_step = 0
+        self._resume: dict[str, Any] | None = None
+        self.resumed_from: int | None = None  # step of the checkpoint this run resumed from
         self._last_loss: Tensor | None = None
         self._last_logs: dict[str, Tensor] = {}
-        # first step whose loss was not finite, tracked on the device (-1 = none) so no step syncs
-        self.register_buffer("_bad_step", torch.tensor(-1), persistent=False)
-        objective.validate(generator, task)
+        # first step whose loss (or, batched, parameters) was not finite, per member, on the device (-1 = none)
+        self._bad_step = torch.full((seeds,), -1)
+        self._params_bad_step = torch.full((seeds,), -1)
+
+    # ------------------------------------------------------------------ single-run views
+    @property
+    def history(self) -> list[dict[str, float]]:
+        return self.histories[0]
+
+    @property
+    def status(self) -> str:
+        return "diverged" if self.diverged[0] else "running"
+
+    @property
+    def diverged_step(self) -> int | None:
+        return self.diverged[0][0] if self.diverged[0] else None
+
+    @property
+    def reason(self) -> str:
+        return self.diverged[0][1] if self.diverged[0] else ""
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.max_steps / self.eval_every)
+
+    @property
+    def start_chunk(self) -> int:
+        return self.step // self.eval_every
 
     # ------------------------------------------------------------------ lightning hooks
     def configure_optimizers(self) -> Any:
-        opt = build_optimizer(self.generator.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
+        source = self.ensemble if self.ensemble is not None else self.generator
+        opt = build_optimizer(source.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
         if self.optimizer_cfg.get("schedule", "constant") == "cosine" and self.max_steps:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_steps)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -86,69 +145,194 @@ class PostTrainModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.task.to(self.device)
+        self._bad_step = self._bad_step.to(self.device)
+        self._params_bad_step = self._params_bad_step.to(self.device)
+        if self.ensemble is not None:
+            self.ensemble.template.to(self.device)
+            target_region_stats(self.task)  # cache outside vmap
         self.objective.setup(self.generator, self.task)
 
     def on_train_start(self) -> None:
-        if not self.history:
+        opt = self.optimizers()
+        self._opt = getattr(opt, "optimizer", opt)
+        sched = self.lr_schedulers()
+        self._sched = sched
+        if self._resume is not None:
+            self._restore(self._resume)
+            self._resume = None
+        elif not self.history:
             self.evaluate(0)
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        step = self.global_step
-        loss, logs = self.objective.loss(self.generator, step)
-        bad = ~torch.isfinite(loss.detach())
-        self._bad_step = torch.where(bad & (self._bad_step < 0), torch.as_tensor(step, device=self.device),
-                                     self._bad_step)
-        self._last_loss, self._last_logs = loss.detach(), logs
-        if self._trainer is not None and self.trainer.logger is not None:
-            self.log("train/loss", loss.detach(), on_step=True, prog_bar=False, logger=True, batch_size=1)
-        return loss
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        chunk = int(batch)
+        last = min((chunk + 1) * self.eval_every, self.max_steps)
+        try:
+            for _ in range(self.step, last):
+                self._optimizer_step()
+        except RuntimeError as err:  # e.g. sampling from NaN weights: a divergence, not a crash
+            if self.ensemble is not None or self._params_finite():
+                raise
+            self._stop_diverged(self.step, f"non-finite parameter ({str(err).splitlines()[0]})")
+            return
+        self.evaluate(self.step)
+        if self.diverged[0] is not None and self.ensemble is None:
+            return
+        if self.logger is not None:
+            self.logger.log_metrics({"train/loss": float(self.histories[0][-1].get("loss", float("nan")))},
+                                    step=self.step)
+        if self.checkpoint_path is not None and self.checkpoint_every > 0 and self.step < self.max_steps \
+                and self.step - self._last_ckpt_step >= self.checkpoint_every:
+            self.save_resume_checkpoint()
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = self.global_step  # already incremented: number of optimizer steps taken
-        self.generator.project_()
-        self.objective.on_step_end(self.generator, step)
-        if step % self.eval_every == 0 or (self.max_steps is not None and step >= self.max_steps):
-            self.evaluate(step)
+    def _optimizer_step(self) -> None:
+        step = self.step
+        if self.ensemble is None:
+            loss, logs = self.objective.loss(self.generator, step)
+            losses = loss.detach().reshape(1)
+        else:
+            alive = self._bad_step < 0
+            losses, logs = self.ensemble.map(lambda g: self.objective.loss(g, step))
+            loss = torch.where(alive, losses, torch.zeros_like(losses)).sum()
+            losses = losses.detach()
+        self._opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self._opt.step()
+        if self._sched is not None:
+            self._sched.step()
+        self.step += 1
+        bad = ~torch.isfinite(losses)
+        self._bad_step = torch.where(bad & (self._bad_step < 0), step, self._bad_step)
+        if self.ensemble is None:
+            self.generator.project_()
+        else:
+            self._params_bad_step = torch.where(~self.ensemble.finite() & (self._params_bad_step < 0), self.step,
+                                                self._params_bad_step)
+            self.ensemble.reset_((self._bad_step >= 0) | (self._params_bad_step >= 0))
+            self.ensemble.project_()
+        self.objective.on_step_end(self.generator, self.step)
+        self._last_loss, self._last_logs = losses, logs
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, step: int) -> dict[str, float]:
-        """Measure, update the metrics, append a trajectory row and check for divergence (one host sync)."""
-        m = measure(self.generator, self.task, self.n_eval)
-        self.metrics.update(m)
-        row: dict[str, float] = {"step": float(step)}
+    def _measure(self) -> dict[str, Tensor]:
+        """Measured values with a leading member dimension."""
+        if self.ensemble is None:
+            return {k: v.unsqueeze(0) for k, v in measure(self.generator, self.task, self.n_eval).items()}
+        return self.ensemble.map(lambda g: measure(g, self.task, self.n_eval))
+
+    def _params_finite(self) -> bool:
+        return bool(torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all())
+
+    def _stop_diverged(self, step: int, reason: str) -> None:
+        self.diverged[0] = (step, reason)
+        if self._trainer is not None:
+            self.trainer.should_stop = True
+
+    def evaluate(self, step: int) -> list[dict[str, float]]:
+        """Measure every member, update the metrics, append trajectory rows, check divergence.
+
+        One host sync per evaluation (two for a single run: its divergence check comes first, so a diverged
+        generator is never sampled).
+        """
+        if self.ensemble is None:
+            alive = None
+            params_ok = torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all()
+            bad, ok = torch.stack([self._bad_step[0].float(), params_ok.float()]).tolist()
+            if bad >= 0 or not ok:
+                self._stop_diverged(int(bad) if bad >= 0 else step, "non-finite loss" if bad >= 0
+                                    else "non-finite parameter")
+                return []
+            params_bad = torch.full((1,), -1, device=self.device)
+        else:
+            alive = (self._bad_step < 0) & (self._params_bad_step < 0)
+            params_bad = self._params_bad_step
+        m = self._measure()
+        self.metrics.update(m, alive=alive)
+        cols: dict[str, Tensor] = {}
         if self._last_loss is not None:
-            row["loss"] = self._last_loss
+            cols["loss"] = self._last_loss.reshape(self.S)
             for k, v in self._last_logs.items():
-                row[f"obj_{k}"] = v
-        row.update(m)
-        params_ok = torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all()
-        vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device).reshape(())
-                            for v in row.values()] + [self._bad_step.float(), params_ok.float()]).cpu().tolist()
-        params_finite = bool(vals.pop())
-        bad_step = int(vals.pop())
-        row = dict(zip(row.keys(), vals, strict=True))
-        row["step"] = int(row["step"])
-        self.history.append(row)
-        if self.logger is not None and step > 0:
-            self.log_dict({f"eval/{k}": v for k, v in row.items() if k != "step"}, on_step=True, batch_size=1)
-        self._check_divergence(step, bad_step, params_finite)
-        return row
+                cols[f"obj_{k}"] = v.detach().reshape(self.S)
+        cols.update(m)
+        keys = list(cols)
+        table = torch.stack([cols[k].to(torch.float32) for k in keys]
+                            + [self._bad_step.float(), params_bad.float()], 1).cpu().tolist()
+        rows = []
+        for k, vals in enumerate(table):
+            params_bad_k, bad_k = int(vals.pop()), int(vals.pop())
+            if self.diverged[k] is not None:
+                continue
+            if bad_k >= 0:
+                self.diverged[k] = (bad_k, "non-finite loss")
+            elif params_bad_k >= 0:
+                self.diverged[k] = (params_bad_k, "non-finite parameter")
+            else:
+                row = {"step": step, **dict(zip(keys, vals, strict=True))}
+                self.histories[k].append(row)
+                rows.append(row)
+        if self.logger is not None and step > 0 and rows:
+            means = {f"eval/{k}": sum(r[k] for r in rows) / len(rows) for k in keys}
+            self.logger.log_metrics(means, step=step)
+        if all(d is not None for d in self.diverged) and self._trainer is not None:
+            self.trainer.should_stop = True
+        return rows
 
-    def _check_divergence(self, step: int, bad_step: int, params_finite: bool) -> None:
-        reason = ""
-        if bad_step >= 0:
-            step, reason = bad_step, "non-finite loss"
-        elif not params_finite:
-            reason = "non-finite parameter"
-        if reason:
-            self.status, self.diverged_step, self.reason = "diverged", step, reason
-            if self._trainer is not None:
-                self.trainer.should_stop = True
-
-    def summary_metrics(self) -> dict[str, dict[str, float]]:
-        """first/last/min/max of every tracked metric that was measured."""
+    def summary_metrics(self, member: int = 0) -> dict[str, dict[str, float]]:
+        """first/last/min/max of every tracked metric that was measured, for one member."""
         out = {}
         for name, metric in self.metrics.items():
             if int(metric.count) > 0:
-                out[name] = {k: float(v) for k, v in metric.compute().items()}
+                out[name] = {k: float(v.reshape(-1)[member]) for k, v in metric.compute().items()}
         return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _state(self) -> dict[str, Any]:
+        state = {
+            "step": self.step,
+            "weights": {k: v for k, v in self.state_dict().items()},
+            "optimizer": self._opt.state_dict(),
+            "scheduler": self._sched.state_dict() if self._sched is not None else None,
+            "objective": self.objective.state_dict(),
+            "histories": self.histories,
+            "diverged": self.diverged,
+            "bad_step": self._bad_step,
+            "params_bad_step": self._params_bad_step,
+            "rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def save_resume_checkpoint(self) -> None:
+        """Write ``last.ckpt`` atomically (temporary file in the same folder, then rename)."""
+        assert self.checkpoint_path is not None
+        path = self.checkpoint_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save({**self._state(), **self.checkpoint_meta}, tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self._last_ckpt_step = self.step
+
+    def resume_from(self, state: dict[str, Any]) -> None:
+        """Restore a ``last.ckpt`` state; weights now, optimizer / objective / RNG when training starts."""
+        self.load_state_dict(state["weights"])
+        self.step = self._last_ckpt_step = self.resumed_from = int(state["step"])
+        self.histories = state["histories"]
+        self.diverged = [tuple(d) if d else None for d in state["diverged"]]
+        self._bad_step, self._params_bad_step = state["bad_step"], state["params_bad_step"]
+        self._resume = state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self._opt.load_state_dict(state["optimizer"])
+        if self._sched is not None and state.get("scheduler") is not None:
+            self._sched.load_state_dict(state["scheduler"])
+        self.objective.load_state_dict(state["objective"])
+        self._bad_step = self._bad_step.to(self.device)
+        self._params_bad_step = self._params_bad_step.to(self.device)
+        torch.set_rng_state(state["rng"])
+        if "cuda_rng" in state and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)

@@ -153,6 +153,22 @@ class TwoModeTask:
         """Initial model: old component correct (mean mu_o*, weight beta0), new component at mu_new_init."""
         return self._mixture(float(self.beta0), self.mu_old, self.mu_new_init)
 
+    def sample(self, which: str, n: int) -> Tensor:
+        """n samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place ``randn``/``rand``.
+
+        Same distributions as ``p_old`` / ``p_new`` / ``p_star`` / ``q0``; unlike their ``.sample`` (in-place
+        ``normal_``), this also draws independent samples per member under ``torch.func.vmap`` (batched seeds).
+        """
+        eps = torch.randn(n, self.dim, device=self.device) @ self.scale_tril.T
+        if which == "old":
+            return self.mu_old + eps
+        if which == "new":
+            return self.mu_new + eps
+        weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
+        mu_n = self.mu_new if which == "star" else self.mu_new_init
+        is_old = (torch.rand(n, 1, device=self.device) < weight_old).to(eps.dtype)
+        return is_old * self.mu_old + (1 - is_old) * mu_n + eps
+
     def q0_params(self) -> dict[str, Tensor | float]:
         """Parameters of q0 for initialising mixture generators."""
         return {"weight_old": float(self.beta0), "mu_old": self.mu_old, "mu_new": self.mu_new_init,

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -23,12 +24,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ptforget.errors import ConfigError, check, check_choice
-from ptforget.io import write_csv, write_json
+from ptforget.io import read_json, write_csv, write_json
 
 log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study")
+NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every")
 LOGGERS = ("csv", "wandb", "none")
 #: keys of a group config that describe it rather than its constructor
 RESERVED_KEYS = ("default_lr", "default_schedule")
@@ -51,6 +52,8 @@ def seed_everything(seed: int) -> None:
 
 def quiet_lightning() -> None:
     """Lightning's start-up banners are noise for many tiny runs."""
+    import lightning  # noqa: F401  (its import sets these loggers to INFO: import first, then quiet them)
+
     for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -97,6 +100,11 @@ def validate_top(cfg: DictConfig) -> None:
     ms = cfg.trainer.max_steps
     check(isinstance(ms, int) and ms >= 1, "trainer.max_steps", ms, "an integer >= 1")
     check_choice(cfg.logger.kind, "logger.kind", LOGGERS)
+    seeds = cfg.get("seeds", 1)
+    check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1, "seeds", seeds, "an integer >= 1")
+    ce = cfg.get("checkpoint_every", 0)
+    check(isinstance(ce, int) and not isinstance(ce, bool) and ce >= 0, "checkpoint_every", ce,
+          "an integer >= 0 (0 disables resume checkpoints)")
 
 
 def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
@@ -136,45 +144,173 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
     return WandbLogger(experiment=run)
 
 
-def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Train one configuration and write trajectory.csv / summary.json into ``run_dir``; return the summary."""
-    import lightning as L
+def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True) -> dict[str, Any]:
+    """Train one configuration and write trajectory.csv / summary.json into ``run_dir``; return the summary.
 
-    from ptforget.module import PostTrainModule
-
+    Re-running a finished configuration (same ``config_hash``, status complete or diverged) returns its summary
+    and writes nothing; an interrupted one resumes from ``run_dir/last.ckpt``. With ``seeds = S > 1`` the members
+    (seeds ``seed .. seed+S-1``) go to ``run_dir/seed<k>/`` and ``run_dir/ensemble.json`` lists them; batchable
+    objectives train them together (``SeedEnsemble``), the others one after another. Returns the summary of the
+    run, or for S > 1 the ensemble summary with every member's summary under ``members``.
+    """
     run_dir = Path(run_dir)
     validate_top(cfg)
+    seeds = int(cfg.get("seeds", 1))
+    finished = finished_summary(run_dir, cfg) if reuse else None
+    if finished is not None:
+        log.info("skipping %s: already %s", run_dir, finished.get("status"))
+        return finished
     quiet_lightning()
     torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     task, generator, objective = build(cfg)
+    if seeds > 1 and not objective.batchable:
+        return _sequential_seeds(cfg, run_dir, reuse)
     seed_everything(int(cfg.seed))  # pretraining used its own seed; post-training starts from this one
+    return _fit(cfg, run_dir, task, generator, objective, reuse)
+
+
+def member_config(cfg: DictConfig, k: int, keep_seeds: bool) -> DictConfig:
+    """The config of member k of a multi-seed run: seed + k (and seeds = 1 when it runs on its own)."""
+    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    c.seed = int(cfg.seed) + k
+    if not keep_seeds:
+        c.seeds = 1
+    return c
+
+
+def finished_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The summary of a finished run of this exact config in ``run_dir`` (None if absent, other, or unfinished)."""
+    name = "ensemble.json" if int(cfg.get("seeds", 1)) > 1 else "summary.json"
+    try:
+        s = read_json(run_dir / name)
+    except (OSError, ValueError):
+        return None
+    if not (isinstance(s, dict) and s.get("status") in ("complete", "diverged")
+            and s.get("config_hash") == config_hash(cfg)):
+        return None
+    if name == "ensemble.json":
+        try:
+            s["members"] = [read_json(run_dir / f"seed{k}" / "summary.json") for k in s["seeds"]]
+        except (OSError, ValueError):
+            return None
+    return s
+
+
+def _sequential_seeds(cfg: DictConfig, run_dir: Path, reuse: bool) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    members = [run_training(member_config(cfg, k, keep_seeds=False), run_dir / f"seed{int(cfg.seed) + k}", reuse)
+               for k in range(int(cfg.seeds))]
+    return _write_ensemble(cfg, run_dir, members, batched=False, wall=time.perf_counter() - t0)
+
+
+def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]], batched: bool,
+                    wall: float) -> dict[str, Any]:
+    statuses = [m["status"] for m in members]
+    status = "complete" if all(s in ("complete", "diverged") for s in statuses) else \
+        next(s for s in statuses if s not in ("complete", "diverged"))
+    summary = {"status": status, "config_hash": config_hash(cfg), "seeds": [m["seed"] for m in members],
+               "batched": batched, "wall_time_s": wall,
+               "runs": {f"seed{m['seed']}": m["status"] for m in members}}
+    write_json(run_dir / "ensemble.json", summary)
+    return {**summary, "members": members}
+
+
+def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer options from the config; the step budget is ours (chunks), the progress bar is automatic."""
+    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kw.pop("max_steps", None)
+    if kw.get("enable_progress_bar") is None:
+        kw["enable_progress_bar"] = sys.stderr.isatty() and not os.environ.get("CI") and not cfg.quiet
+    if kw["enable_progress_bar"]:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        kw["callbacks"] = [RichProgressBar(leave=False)]
+    if kw.get("devices", 1) == 1 and kw.get("accelerator") in ("auto", "gpu", "cuda") and \
+            torch.cuda.device_count() > 1:
+        kw["devices"] = [_job_number() % torch.cuda.device_count()]  # parallel sweep jobs spread over the GPUs
+    return kw
+
+
+def _job_number() -> int:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return int(HydraConfig.get().job.num or 0)
+    except Exception:
+        return 0
+
+
+def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: Any, reuse: bool) -> dict[str, Any]:
+    import lightning as L
+
+    from ptforget.module import PostTrainModule
+
+    seeds = int(cfg.get("seeds", 1))
     max_steps = int(cfg.trainer.max_steps)
-    module = PostTrainModule(generator, objective, task, optimizer_config(cfg),
-                             eval_every=int(cfg.eval_every), n_eval=int(cfg.n_eval), max_steps=max_steps)
+    ckpt = run_dir / "last.ckpt"
+    module = PostTrainModule(generator, objective, task, optimizer_config(cfg), eval_every=int(cfg.eval_every),
+                             n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
+                             checkpoint_every=int(cfg.get("checkpoint_every", 0)))
+    module.checkpoint_meta = {"config_hash": config_hash(cfg)}
+    state = _load_checkpoint(ckpt, cfg) if reuse else None
+    if state is not None:
+        module.resume_from(state)
+        log.info("resuming %s from step %d", run_dir, module.step)
     logger = make_logger(cfg, run_dir)
-    trainer_kw = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer = L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, max_epochs=-1, **trainer_kw)
-    loader = torch.utils.data.DataLoader(range(max_steps), batch_size=None, shuffle=False)
+                        num_sanity_val_steps=0, limit_val_batches=0, max_epochs=1, max_steps=-1,
+                        **_trainer_kwargs(cfg))
+    loader = torch.utils.data.DataLoader(range(module.start_chunk, module.n_chunks), batch_size=None)
     t0 = time.perf_counter()
     status, reason = "complete", ""
     try:
         trainer.fit(module, loader)
-    except KeyboardInterrupt:
-        status, reason = "interrupted", "KeyboardInterrupt"
-    except Exception as err:  # record the failure, then re-raise
-        summary = summarize(cfg, module, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0)
-        write_outputs(run_dir, module.history, summary)
+    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit after its shutdown
+        _write_members(cfg, run_dir, module, "interrupted", type(err).__name__, time.perf_counter() - t0)
         _finish_logger(logger)
         raise
-    wall = time.perf_counter() - t0
-    if module.status == "diverged":
-        status, reason = "diverged", module.reason
-    summary = summarize(cfg, module, status, reason, wall)
-    write_outputs(run_dir, module.history, summary)
+    except Exception as err:  # record the failure, then re-raise
+        _write_members(cfg, run_dir, module, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0)
+        _finish_logger(logger)
+        raise
+    summary = _write_members(cfg, run_dir, module, status, reason, time.perf_counter() - t0)
+    if status == "complete":
+        ckpt.unlink(missing_ok=True)
     _finish_logger(logger)
     return summary
+
+
+def _load_checkpoint(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The resume state in ``path`` if it belongs to this config (an unreadable or foreign one is ignored)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # a torn or foreign file: start over rather than fail
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
+        return None
+    return state if state.get("config_hash") == config_hash(cfg) else None
+
+
+def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, reason: str,
+                   wall: float) -> dict[str, Any]:
+    """Write each member's trajectory and summary (the run itself when seeds = 1); return the run's summary."""
+    seeds = module.S
+    out = []
+    for k in range(seeds):
+        st, why = status, reason
+        if module.diverged[k] is not None and status == "complete":
+            st, why = "diverged", module.diverged[k][1]
+        mcfg = member_config(cfg, k, keep_seeds=True) if seeds > 1 else cfg
+        summary = summarize(mcfg, module, st, why, wall, member=k)
+        if seeds > 1:
+            summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": int(cfg.seed), "batched": True}
+        write_outputs(run_dir / f"seed{int(cfg.seed) + k}" if seeds > 1 else run_dir, module.histories[k], summary)
+        out.append(summary)
+    if seeds == 1:
+        return out[0]
+    return _write_ensemble(cfg, run_dir, out, batched=True, wall=wall)
 
 
 def _finish_logger(logger: Any) -> None:
@@ -184,8 +320,11 @@ def _finish_logger(logger: Any) -> None:
         wandb.finish()
 
 
-def summarize(cfg: DictConfig, module: Any, status: str, reason: str, wall: float) -> dict[str, Any]:
-    metrics = module.summary_metrics()
+def summarize(cfg: DictConfig, module: Any, status: str, reason: str, wall: float, member: int = 0) -> dict[str, Any]:
+    """The summary.json of one run (or one member of a batched run)."""
+    metrics = module.summary_metrics(member)
+    history = module.histories[member]
+    diverged = module.diverged[member]
     final = {k: v["last"] for k, v in metrics.items()}
     om = metrics.get("old_mass")
     forgetting = ({"old_mass_first_minus_last": om["first"] - om["last"], "old_mass_max_minus_last": om["max"]
@@ -194,14 +333,15 @@ def summarize(cfg: DictConfig, module: Any, status: str, reason: str, wall: floa
     return {
         "status": status,
         "reason": reason,
-        "diverged_step": module.diverged_step,
+        "diverged_step": diverged[0] if diverged else None,
         "seed": int(cfg.seed),
         "config_hash": config_hash(cfg),
         "generator": gen,
         "objective": module.objective.name,
-        "steps": int(module.history[-1]["step"]) if module.history else 0,
+        "steps": int(history[-1]["step"]) if history else 0,
         "max_steps": int(cfg.trainer.max_steps),
         "wall_time_s": wall,
+        "resumed_from_step": module.resumed_from,
         "final": final,
         "extremes": metrics,
         "forgetting": forgetting,

@@ -1,7 +1,14 @@
-"""Benchmark: the same GMM reverse-KL run as a plain PyTorch loop and through ptforget's Lightning path.
+"""Benchmark, all in one process and one run so the figures are comparable ratios:
 
-Both run in this process, one after the other, with the same config (2000 steps, batch 256, Adam, one thread);
-the ratio Lightning / plain is the framework overhead. Usage: python scripts/bench.py [--steps N] [--repeats R]
+1. Framework overhead: the same GMM reverse-KL run as a plain PyTorch loop and through ptforget's Lightning path
+   (2000 steps, batch 256, Adam, eval every 50, one thread); target ratio lightning / plain <= 1.2.
+2. Batched seeds: seed-steps/s of one ``seeds=S`` run (S = 1, 8, 32; one vmapped step for all members) against
+   S separate runs one after another (the sequential rate is measured on min(S, 4) runs; it does not depend on S);
+   target >= 10x at S = 32.
+3. Peak RSS of the process.
+
+Usage: python scripts/bench.py [--steps N] [--repeats R] [--seeds 1,8,32] [--seed-steps N] [--generator gmm]
+       [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -42,14 +49,30 @@ def plain_loop(steps: int, batch: int, eval_every: int, n_eval: int) -> float:
     return time.perf_counter() - t0
 
 
-def lightning_path(steps: int, batch: int, eval_every: int, n_eval: int) -> float:
+def _cfg(overrides: list[str]):
     with initialize_config_module("ptforget.conf", version_base="1.3"):
-        cfg = compose("train", overrides=["logger=none", "quiet=true", f"trainer.max_steps={steps}",
-                                          f"objective.batch={batch}", f"eval_every={eval_every}",
-                                          f"n_eval={n_eval}", "trainer.accelerator=cpu"])
+        return compose("train", overrides=["logger=none", "quiet=true", "checkpoint_every=0", *overrides])
+
+
+def lightning_path(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu") -> float:
+    cfg = _cfg([f"trainer.max_steps={steps}", f"objective.batch={batch}", f"eval_every={eval_every}",
+                f"n_eval={n_eval}", f"trainer.accelerator={device}"])
     with tempfile.TemporaryDirectory() as d:
         summary = run_training(cfg, d)
     return summary["wall_time_s"]
+
+
+def seeds_rate(generator: str, seeds: int, steps: int, batched: bool, device: str) -> float:
+    """Seed-steps per second of a whole run_training call (set-up included): batched, or one seed at a time."""
+    base = [f"generator={generator}", f"trainer.max_steps={steps}", f"trainer.accelerator={device}"]
+    runs = 1 if batched else min(seeds, 4)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        for k in range(runs):
+            cfg = _cfg([*base, f"seed={k}", f"seeds={seeds if batched else 1}"])
+            run_training(cfg, f"{d}/{k}")
+    wall = time.perf_counter() - t0
+    return (seeds if batched else runs) * steps / wall
 
 
 def main() -> None:
@@ -59,6 +82,10 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--n-eval", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--seeds", default="1,8,32", help="comma-separated ensemble sizes")
+    ap.add_argument("--seed-steps", type=int, default=500, help="steps per run in the batched-seeds comparison")
+    ap.add_argument("--generator", default="gmm", help="generator of the batched-seeds comparison")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     torch.set_num_threads(1)
     kw = dict(steps=args.steps, batch=args.batch, eval_every=args.eval_every, n_eval=args.n_eval)
@@ -74,6 +101,13 @@ def main() -> None:
     print(f"plain loop       {p:7.3f} s   {1e3 * p / args.steps:6.3f} ms/step")
     print(f"lightning path   {l:7.3f} s   {1e3 * l / args.steps:6.3f} ms/step")
     print(f"ratio lightning/plain: {l / p:.2f}")
+    print(f"\nbatched seeds: {args.generator} reverse KL, {args.seed_steps} steps per run, device {args.device}")
+    print(f"{'S':>5} {'batched seed-steps/s':>22} {'sequential seed-steps/s':>25} {'speed-up':>9}")
+    seeds_rate(args.generator, 2, 20, True, args.device)  # warm-up (vmap, pretraining cache)
+    seq = seeds_rate(args.generator, 4, args.seed_steps, False, args.device)
+    for S in [int(x) for x in args.seeds.split(",")]:
+        b = seeds_rate(args.generator, S, args.seed_steps, True, args.device)
+        print(f"{S:>5} {b:>22.0f} {seq:>25.0f} {b / seq:>8.1f}x")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -81,11 +81,15 @@ class Flow(Generator):
 
     def rsample_and_log_prob(self, n: int) -> tuple[Tensor, Tensor]:
         """Pathwise sample x = T_theta(z) and its exact log-density in one pass."""
-        z, lp = self.flow().rsample_and_log_prob((n,))
-        return self.shift + self.scale * z, lp - torch.log(self.scale).sum()
+        dist = self.flow()
+        # out-of-place randn (not the base's in-place normal_) so the sampler also runs under torch.func.vmap
+        z = torch.randn(n, self.dim, device=self.shift.device, dtype=self.shift.dtype)
+        y, ladj = dist.transform.inv.call_and_ladj(z)
+        lp = dist.base.log_prob(z) - ladj
+        return self.shift + self.scale * y, lp - torch.log(self.scale).sum()
 
     def rsample(self, n: int) -> Tensor:
-        return self.shift + self.scale * self.flow().rsample((n,))
+        return self.rsample_and_log_prob(n)[0]
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -24,6 +24,9 @@ class Objective:
     name: str = "objective"
     #: estimators this objective accepts; subclasses narrow it
     estimators: tuple[str, ...] = ()
+    #: the loss is a pure function of the generator and fresh samples (no per-run state), so batched seeds can
+    #: vmap it over a SeedEnsemble; stateful objectives run their seeds one after another
+    batchable: bool = False
 
     def __init__(self, batch: int = 256) -> None:
         check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, "objective.batch", batch,

@@ -22,6 +22,7 @@ class ForwardKL(Objective):
     """SFT: negative log-likelihood of samples from the target (p_new by default), i.e. KL(p_target || q) + c."""
 
     name = "fkl"
+    batchable = True
 
     def __init__(self, batch: int = 256, target: str = "new") -> None:
         super().__init__(batch)
@@ -31,7 +32,7 @@ class ForwardKL(Objective):
     def data(self, step: int) -> Tensor:
         """A batch of training data (off-policy, from the task)."""
         assert self.task is not None
-        return target_distribution(self.task, self.target).sample((self.batch,))
+        return self.task.sample(self.target, self.batch)
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         nll = -generator.log_prob(self.data(step)).mean()
@@ -47,6 +48,7 @@ class ReverseKL(Objective):
     """
 
     name = "rkl"
+    batchable = True
     estimators = ("pathwise", "enumerate", "score")
 
     def __init__(self, batch: int = 256, estimator: str = "auto", target: str = "star") -> None:

@@ -112,3 +112,4 @@ class OAPL(Objective):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.q_lag.load_state_dict(state["q_lag"])
         self.n_syncs = state["n_syncs"]
+        self._syncs = torch.full((), float(self.n_syncs), device=self._syncs.device)

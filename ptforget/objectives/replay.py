@@ -56,6 +56,7 @@ def replay_slots(lam: float, batch: int) -> int:
 class _Replay:
     """Replay source, buffer and the starvation counters shared by the two replay objectives."""
 
+    batchable = False  # running counters and buffers are per-run state
     lam: float
     source: str
     buffer: int | None

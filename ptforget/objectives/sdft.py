@@ -230,3 +230,4 @@ class SDFT(Objective):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.ema.load_state_dict(state["ema"])
         self.n_syncs = state["n_syncs"]
+        self._syncs = torch.full((), float(self.n_syncs), device=self._syncs.device)

@@ -213,6 +213,19 @@ class TTTDiscover(Objective):
             x = generator.sample(int(self.reuse["seed_states"]))
             self.archive.seed(x, task.reward(x, self.reward))
 
+    _ARCHIVE_STATE = ("states", "reward", "q", "visits", "valid", "seed_mask", "total")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The reference model q0 and the archive (both would otherwise be rebuilt from the resumed model)."""
+        arch = {k: getattr(self.archive, k) for k in self._ARCHIVE_STATE} if self.archive is not None else None
+        return {"q0": self.q0.state_dict(), "archive": arch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.q0.load_state_dict(state["q0"])
+        if self.archive is not None and state.get("archive") is not None:
+            for k in self._ARCHIVE_STATE:
+                setattr(self.archive, k, state["archive"][k].to(getattr(self.archive, k).device))
+
     def advantages(self, r: Tensor) -> tuple[Tensor, Tensor]:
         """(A (G, K), beta (G,)) from grouped rewards."""
         if self.beta == "adaptive":

@@ -1,0 +1,105 @@
+"""No lost results and no surprises: determinism, resume from last.ckpt, skipping finished runs, divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptforget.io import read_json
+from ptforget.module import PostTrainModule
+from ptforget.train import run_training
+from tests.conftest import compose_cfg
+
+CASES = {
+    "gmm_rkl_cosine": ("objective=rkl", "optimizer.schedule=cosine"),
+    "gmm_oapl": ("objective=oapl", "objective.lag=40"),
+    "mdn_fkl_replay": ("generator=mdn", "objective=fkl_replay"),
+    "gmm_rkl_batched": ("objective=rkl", "seeds=3"),
+    "gmm_ttt_archive_kl": ("objective=ttt_discover", "objective.lam=1.0", "objective.reuse.enabled=true"),
+    "gmm_sdft_ema": ("objective=sdft",),
+    "gmm_rkl_replay_q0_buffer": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64"),
+}
+
+
+def _trajectories(root) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("trajectory.csv"))}
+
+
+@pytest.mark.parametrize("case", ["gmm_rkl_cosine", "gmm_rkl_batched"])
+def test_same_config_and_seed_give_identical_trajectories(tmp_path, case):
+    cfg = compose_cfg(*CASES[case], "trainer.max_steps=120", "eval_every=20", "seed=3")
+    a = run_training(cfg, tmp_path / "a")
+    run_training(cfg, tmp_path / "b")
+    assert _trajectories(tmp_path / "a") == _trajectories(tmp_path / "b") != {}
+    seeds = [m["seed"] for m in a["members"]] if "members" in a else [a["seed"]]
+    assert seeds == ([3, 4, 5] if "seeds=3" in CASES[case] else [3])
+
+
+def _interrupt_at(step: int):
+    orig = PostTrainModule._optimizer_step
+
+    def crash(self):
+        if self.step == step:
+            raise RuntimeError("simulated crash")
+        orig(self)
+
+    return orig, crash
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_interrupted_run_resumes_to_the_same_trajectory(tmp_path, case):
+    """Crash after the step-100 checkpoint; re-running resumes there and ends bit-identical to an unbroken run."""
+    cfg = compose_cfg(*CASES[case], "trainer.max_steps=160", "eval_every=25", "checkpoint_every=50")
+    reference = run_training(cfg, tmp_path / "ref")
+    orig, crash = _interrupt_at(130)
+    PostTrainModule._optimizer_step = crash
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            run_training(cfg, tmp_path / "run")
+    finally:
+        PostTrainModule._optimizer_step = orig
+    assert (tmp_path / "run" / "last.ckpt").exists()
+    assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["step"] == 100
+    resumed = run_training(cfg, tmp_path / "run")
+    assert _trajectories(tmp_path / "run") == _trajectories(tmp_path / "ref")
+    members = resumed.get("members", [resumed])
+    assert all(m["resumed_from_step"] == 100 and m["status"] == "complete" for m in members)
+    assert [m["final"] for m in members] == [m["final"] for m in reference.get("members", [reference])]
+    assert not (tmp_path / "run" / "last.ckpt").exists()
+
+
+def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
+    cfg = compose_cfg("trainer.max_steps=100", "eval_every=20", "checkpoint_every=40")
+    orig, crash = _interrupt_at(90)
+    PostTrainModule._optimizer_step = crash
+    try:
+        with pytest.raises(RuntimeError):
+            run_training(cfg, tmp_path)
+    finally:
+        PostTrainModule._optimizer_step = orig
+    other = run_training(compose_cfg("trainer.max_steps=100", "eval_every=20", "seed=1"), tmp_path)
+    assert other["resumed_from_step"] is None and other["status"] == "complete"
+
+
+def test_a_finished_run_is_skipped_and_left_byte_identical(tmp_path):
+    cfg = compose_cfg("trainer.max_steps=40", "eval_every=20")
+    first = run_training(cfg, tmp_path)
+    files = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    again = run_training(cfg, tmp_path)
+    assert again == first
+    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
+    changed = run_training(compose_cfg("trainer.max_steps=40", "eval_every=20", "task.delta=5"), tmp_path)
+    assert changed["config_hash"] != first["config_hash"]  # another config in the same folder is re-run
+
+
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_diverging_run_records_status_step_and_reason(tmp_path, seeds):
+    cfg = compose_cfg("objective=fkl", "optimizer=sgd", "optimizer.lr=1e30", "trainer.max_steps=100",
+                      "eval_every=10", f"seeds={seeds}")
+    s = run_training(cfg, tmp_path)
+    for m in s.get("members", [s]):
+        assert m["status"] == "diverged" and m["reason"].startswith("non-finite")
+        assert 1 <= m["diverged_step"] <= 10
+        path = tmp_path / (f"seed{m['seed']}" if seeds > 1 else "")
+        assert read_json(path / "summary.json")["status"] == "diverged"
+        assert (path / "trajectory.csv").read_text().splitlines()[1].startswith("0,")  # the step-0 row is kept
