@@ -78,7 +78,7 @@ class SeedEnsemble(nn.Module):
 
     @torch.no_grad()
     def project_(self) -> None:
-        if type(self.template).project_ is Generator.project_:
+        if not self.template.has_projection:
             return
         for k in range(self.size):
             with self.member(k) as g:

@@ -38,11 +38,10 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
             for i in range(task.dim):
                 out[f"mu_old_{i}"] = ro["comp_old_mean"][i]
                 out[f"mu_new_{i}"] = ro["comp_new_mean"][i]
-    p = task.p_star
     x = generator.sample(n)
-    out["kl_q_pstar"] = (generator.log_prob(x) - p.log_prob(x)).mean()
+    out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean()
     y = task.sample("star", n)
-    out["kl_pstar_q"] = (p.log_prob(y) - generator.log_prob(y)).mean()
+    out["kl_pstar_q"] = (task.log_prob("star", y) - generator.log_prob(y)).mean()
     return out
 
 

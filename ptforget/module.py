@@ -149,7 +149,8 @@ class PostTrainModule(L.LightningModule):
         self._params_bad_step = self._params_bad_step.to(self.device)
         if self.ensemble is not None:
             self.ensemble.template.to(self.device)
-            target_region_stats(self.task)  # cache outside vmap
+            target_region_stats(self.task)  # fill the task's caches outside vmap
+            self.task.log_prob("star", self.task.mu_old.unsqueeze(0))
         self.objective.setup(self.generator, self.task)
 
     def on_train_start(self) -> None:

@@ -169,6 +169,27 @@ class TwoModeTask:
         is_old = (torch.rand(n, 1, device=self.device) < weight_old).to(eps.dtype)
         return is_old * self.mu_old + (1 - is_old) * mu_n + eps
 
+    def log_prob(self, which: str, x: Tensor) -> Tensor:
+        """Closed-form log density of ``old``, ``new``, ``star`` or ``q0`` at x (the same values as ``p_old.log_prob``
+        etc., without building distribution objects; the hot path of reverse KL and of every evaluation)."""
+        from ptforget.generators.base import gaussian_log_prob  # generators import this module
+
+        key = ("lp_terms", self.device)
+        if key not in self._cache:
+            L = self.scale_tril
+            Linv = torch.linalg.solve_triangular(L, torch.eye(self.dim, device=L.device), upper=False)
+            self._cache[key] = (Linv.unsqueeze(0).expand(2, -1, -1).contiguous(),
+                                torch.log(torch.diagonal(L)).sum().expand(2))
+        Linv, log_det = self._cache[key]
+        if which in ("old", "new"):
+            mu = self.mu_old if which == "old" else self.mu_new
+            return gaussian_log_prob(x, mu.unsqueeze(0), Linv[:1], log_det[:1])[..., 0]
+        weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
+        mu_n = self.mu_new if which == "star" else self.mu_new_init
+        lp = gaussian_log_prob(x, torch.stack([self.mu_old, mu_n]), Linv, log_det)
+        log_w = torch.tensor([math.log(weight_old), math.log1p(-weight_old)], device=lp.device)
+        return torch.logsumexp(lp + log_w, -1)
+
     def q0_params(self) -> dict[str, Tensor | float]:
         """Parameters of q0 for initialising mixture generators."""
         return {"weight_old": float(self.beta0), "mu_old": self.mu_old, "mu_new": self.mu_new_init,

@@ -35,10 +35,11 @@ LOGGERS = ("csv", "wandb", "none")
 RESERVED_KEYS = ("default_lr", "default_schedule")
 
 
-def config_hash(cfg: DictConfig | dict) -> str:
-    """Stable hash of everything that determines a run's result (seed included)."""
+def config_hash(cfg: DictConfig | dict, **replace: Any) -> str:
+    """Stable hash of everything that determines a run's result (seed included); ``replace`` overrides top-level
+    keys (a member's seed) without building a new config."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
-    c = {k: v for k, v in c.items() if k not in NON_RESULT_KEYS}
+    c = {k: v for k, v in {**c, **replace}.items() if k not in NON_RESULT_KEYS}
     if isinstance(c.get("trainer"), dict):
         c["trainer"] = {k: v for k, v in c["trainer"].items() if k not in ("enable_progress_bar",)}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -170,12 +171,10 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True
     return _fit(cfg, run_dir, task, generator, objective, reuse)
 
 
-def member_config(cfg: DictConfig, k: int, keep_seeds: bool) -> DictConfig:
-    """The config of member k of a multi-seed run: seed + k (and seeds = 1 when it runs on its own)."""
+def member_config(cfg: DictConfig, k: int) -> DictConfig:
+    """The config of member k of a multi-seed run that runs on its own: seed + k, seeds = 1."""
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    c.seed = int(cfg.seed) + k
-    if not keep_seeds:
-        c.seeds = 1
+    c.seed, c.seeds = int(cfg.seed) + k, 1
     return c
 
 
@@ -199,7 +198,7 @@ def finished_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
 
 def _sequential_seeds(cfg: DictConfig, run_dir: Path, reuse: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    members = [run_training(member_config(cfg, k, keep_seeds=False), run_dir / f"seed{int(cfg.seed) + k}", reuse)
+    members = [run_training(member_config(cfg, k), run_dir / f"seed{int(cfg.seed) + k}", reuse)
                for k in range(int(cfg.seeds))]
     return _write_ensemble(cfg, run_dir, members, batched=False, wall=time.perf_counter() - t0)
 
@@ -297,13 +296,16 @@ def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, rea
                    wall: float) -> dict[str, Any]:
     """Write each member's trajectory and summary (the run itself when seeds = 1); return the run's summary."""
     seeds = module.S
+    container = OmegaConf.to_container(cfg, resolve=True)
     out = []
     for k in range(seeds):
         st, why = status, reason
         if module.diverged[k] is not None and status == "complete":
             st, why = "diverged", module.diverged[k][1]
-        mcfg = member_config(cfg, k, keep_seeds=True) if seeds > 1 else cfg
-        summary = summarize(mcfg, module, st, why, wall, member=k)
+        summary = summarize(cfg, module, st, why, wall, member=k)
+        if seeds > 1:
+            seed = int(cfg.seed) + k
+            summary.update(seed=seed, config_hash=config_hash(container, seed=seed))
         if seeds > 1:
             summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": int(cfg.seed), "batched": True}
         write_outputs(run_dir / f"seed{int(cfg.seed) + k}" if seeds > 1 else run_dir, module.histories[k], summary)

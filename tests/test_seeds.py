@@ -149,3 +149,11 @@ def test_a_diverging_member_stops_alone(tmp_path):
     assert rows == {0: 6, 1: 3, 2: 6}  # steps 0..40 by 10; the diverged member stops after step 10
     for k in (0, 2):
         assert math.isfinite(s["members"][k]["final"]["kl_q_pstar"])
+
+
+@pytest.mark.parametrize("which", ["old", "new", "star", "q0"])
+def test_task_log_prob_matches_torch_distributions(which):
+    task = TwoModeTask(dim=3, delta=3.0, beta_star=0.2, beta0=0.6)
+    dist = {"old": task.p_old, "new": task.p_new, "star": task.p_star, "q0": task.q0}[which]
+    x = 3 * torch.randn(500, 3)
+    assert torch.allclose(task.log_prob(which, x), dist.log_prob(x), atol=1e-4)

@@ -42,6 +42,11 @@ class Generator(nn.Module):
         """Optimizer parameter groups (mixtures split weight / old / new with learning-rate multipliers)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
 
+    @property
+    def has_projection(self) -> bool:
+        """``project_`` changes something (batched seeds skip the per-member loop otherwise)."""
+        return False
+
     def project_(self) -> None:
         """Project parameters back to their feasible set after an optimizer step (no-op by default)."""
 
@@ -84,9 +89,10 @@ def gaussian_log_prob(x: Tensor, loc: Tensor, scale_tril_inv: Tensor, log_det: T
     x: (n, d); loc: (K, d); scale_tril_inv: (K, d, d) = L^{-1}; log_det: (K,) = sum log diag L.
     Returns (n, K).
     """
-    diff = x.unsqueeze(-2) - loc  # (n, K, d)
-    z = torch.einsum("kij,nkj->nki", scale_tril_inv, diff)
-    d = x.shape[-1]
+    K, d = loc.shape
+    # L^-1 (x - mu_k) = L^-1 x - L^-1 mu_k: one (n, d) x (d, K d) matmul instead of a batched einsum (~2.5x faster)
+    zx = (x @ scale_tril_inv.reshape(K * d, d).T).reshape(*x.shape[:-1], K, d)
+    z = zx - (scale_tril_inv @ loc.unsqueeze(-1)).squeeze(-1)
     return -0.5 * (z**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
 
 

@@ -152,6 +152,10 @@ class GaussianMixture(Generator):
             if any(p.requires_grad for p in ps)
         ]
 
+    @property
+    def has_projection(self) -> bool:
+        return self.weight_mode == "direct"
+
     @torch.no_grad()
     def project_(self) -> None:
         if self.weight_mode != "direct":
