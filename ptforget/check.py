@@ -158,6 +158,7 @@ class Check:
             f"threads={int(self.cfg.threads)}",
             f"study={self.cfg.study}",
             f"generator={generator}",
+            *[str(x) for x in self.cfg.get("train_overrides", [])],
         ]
         if generator in ("flow", "realnvp"):
             o += [
@@ -192,7 +193,7 @@ class Check:
         from ptforget.train import finished_summary, run_training
 
         seeds = self.seeds(generator)
-        if len(seeds) == 1 or not self.p.get("batch_seeds", True):
+        if len(seeds) == 1 or not self.cfg.get("batch_seeds", True):
             return [self.run(label, overrides, s, generator) for s in seeds]
         cfg = self.compose([*self.base_overrides(generator), *overrides, f"seed={seeds[0]}", f"seeds={len(seeds)}"])
         path = self.out / "runs" / label

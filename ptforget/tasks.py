@@ -184,11 +184,14 @@ class TwoModeTask:
         if which in ("old", "new"):
             mu = self.mu_old if which == "old" else self.mu_new
             return gaussian_log_prob(x, mu.unsqueeze(0), Linv[:1], log_det[:1])[..., 0]
-        weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
-        mu_n = self.mu_new if which == "star" else self.mu_new_init
-        lp = gaussian_log_prob(x, torch.stack([self.mu_old, mu_n]), Linv, log_det)
-        log_w = torch.tensor([math.log(weight_old), math.log1p(-weight_old)], device=lp.device)
-        return torch.logsumexp(lp + log_w, -1)
+        wkey = ("lp_mix", which, self.device)
+        if wkey not in self._cache:  # cached: no host-to-device copy per call
+            weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
+            mu_n = self.mu_new if which == "star" else self.mu_new_init
+            self._cache[wkey] = (torch.stack([self.mu_old, mu_n]), torch.tensor(
+                [math.log(weight_old), math.log1p(-weight_old)], device=self.device))
+        loc, log_w = self._cache[wkey]
+        return torch.logsumexp(gaussian_log_prob(x, loc, Linv, log_det) + log_w, -1)
 
     def q0_params(self) -> dict[str, Tensor | float]:
         """Parameters of q0 for initialising mixture generators."""
