@@ -96,8 +96,9 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
 
 
 def validate_top(cfg: DictConfig) -> None:
-    check(isinstance(cfg.seed, int) and cfg.seed >= 0, "seed", cfg.seed, "an integer >= 0")
-    check(isinstance(cfg.threads, int) and cfg.threads >= 1, "threads", cfg.threads, "an integer >= 1")
+    for key, lo in (("seed", 0), ("threads", 1)):
+        v = cfg.get(key)
+        check(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, v, f"an integer >= {lo}")
     ms = cfg.trainer.max_steps
     check(isinstance(ms, int) and ms >= 1, "trainer.max_steps", ms, "an integer >= 1")
     check_choice(cfg.logger.kind, "logger.kind", LOGGERS)
@@ -215,6 +216,15 @@ def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]
     return {**summary, "members": members}
 
 
+def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
+    """The Lightning Trainer of a run: one epoch of chunks (the step budget is the module's), no Lightning
+    checkpoints (ours are ``last.ckpt``), no validation loop."""
+    import lightning as L
+
+    return L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, max_epochs=1, max_steps=-1, **_trainer_kwargs(cfg))
+
+
 def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """Trainer options from the config; the step budget is ours (chunks), the progress bar is automatic."""
     kw = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -241,7 +251,6 @@ def _job_number() -> int:
 
 
 def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: Any, reuse: bool) -> dict[str, Any]:
-    import lightning as L
 
     from ptforget.module import PostTrainModule
 
@@ -257,9 +266,7 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
         module.resume_from(state)
         log.info("resuming %s from step %d", run_dir, module.step)
     logger = make_logger(cfg, run_dir)
-    trainer = L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, limit_val_batches=0, max_epochs=1, max_steps=-1,
-                        **_trainer_kwargs(cfg))
+    trainer = make_trainer(cfg, logger)
     loader = torch.utils.data.DataLoader(range(module.start_chunk, module.n_chunks), batch_size=None)
     t0 = time.perf_counter()
     status, reason = "complete", ""

@@ -1,0 +1,207 @@
+"""Bad input fails loudly: one stderr line naming the key, the value and what is allowed; exit 2; nothing written.
+
+Most cases run the command-line pre-flight in-process (``ptforget.cli.preflight_argv``: Hydra's compose API, then
+``ptforget.validate.preflight``), so they are fast. A few run the real ``ptforget-train`` script.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ptforget import cli
+from ptforget.errors import ConfigError
+
+GROUPS = "one of 'flow', 'gmm', 'mdn', 'realnvp'"
+
+# (command line, key named, value as printed)
+TRAIN_CASES = [
+    # Hydra level: unknown group option, unknown key, malformed override, sweep without -m, wrong config name
+    ("generator=foo", "generator", "'foo'"),
+    ("trainer=foo", "trainer", "'foo'"),
+    ("logger=foo", "logger", "'foo'"),  # unknown logger kind (the group)
+    ("experiment=foo", "experiment", "'foo'"),
+    ("task.foo=1", "task.foo", "1"),
+    ("foo=1", "foo", "1"),
+    ("objective.foo.bar=1", "objective.foo.bar", "1"),
+    ("+task.foo=1", "task.foo", "1"),  # added, but not an argument of the task's constructor
+    ("~foo", "override", "'~foo'"),
+    ("a=b=c", "override", "'a=b=c'"),
+    ("seed", "override", "'seed'"),
+    ("seed=0,1", "seed", "'0,1'"),
+    ("--config-name nope", "--config-name", "'nope'"),
+    # wrong types
+    ("trainer.max_steps=abc", "trainer.max_steps", "'abc'"),
+    ("task.delta=abc", "task.delta", "'abc'"),
+    ("task.dim=2.5", "task.dim", "2.5"),
+    ("task.delta='4'", "task.delta", "'4'"),  # a string that looks like a number
+    ("generator=flow generator.hidden=[a,b]", "generator.hidden", "['a', 'b']"),
+    ("generator=flow generator.pretrain.steps=abc", "generator.pretrain.steps", "'abc'"),
+    ("task.delta=${oops}", "task.delta", "'${oops}'"),
+    # out of range
+    ("task.beta_star=1.0", "task.beta_star", "1.0"),
+    ("task.beta_star=1.5", "task.beta_star", "1.5"),
+    ("task.beta_star=0", "task.beta_star", "0"),
+    ("task.beta_star=-0.5", "task.beta_star", "-0.5"),
+    ("objective=fkl_replay objective.lam=1.0", "objective.lam", "1.0"),
+    ("objective=rkl_replay objective.lam=-0.1", "objective.lam", "-0.1"),
+    ("task.delta=-1", "task.delta", "-1"),
+    ("task.dim=0", "task.dim", "0"),
+    ("objective.batch=0", "objective.batch", "0"),
+    ("objective=ttt_discover objective.group_size=1", "objective.group_size", "1"),  # leave-one-out needs K >= 2
+    ("objective=oapl objective.lag=0", "objective.lag", "0"),
+    ("seed=-1", "seed", "-1"),
+    ("seeds=0", "seeds", "0"),
+    ("checkpoint_every=-1", "checkpoint_every", "-1"),
+    ("eval_every=0", "eval_every", "0"),
+    ("n_eval=8", "n_eval", "8"),
+    ("optimizer.lr=-0.1", "optimizer.lr", "-0.1"),
+    ("optimizer=sgd optimizer.lr=0", "optimizer.lr", "0"),
+    ("optimizer.betas=[1.5,0.9]", "optimizer.betas", "[1.5, 0.9]"),
+    # NaN / inf
+    ("task.delta=nan", "task.delta", "nan"),
+    ("optimizer.lr=nan", "optimizer.lr", "nan"),
+    ("task.beta_star=inf", "task.beta_star", "inf"),
+    # unknown names
+    ("optimizer.name=rmsprop", "optimizer.name", "'rmsprop'"),
+    ("logger.kind=foo", "logger.kind", "'foo'"),
+    ("trainer.accelerator=foo", "trainer.accelerator", "'foo'"),
+    ("+trainer.foo=1", "trainer.foo", "1"),
+    # combinations the generator family or the task rules out
+    ("objective=rkl objective.estimator=pathwise generator=gmm", "objective.estimator", "'pathwise'"),
+    ("objective=rkl objective.estimator=pathwise generator=mdn", "objective.estimator", "'pathwise'"),
+    ("objective=sdft objective.teacher=icl generator=flow", "objective.teacher", "'icl'"),
+    ("generator=realnvp task.dim=1", "generator.kind", "'realnvp'"),
+    ("task.covariance=[[1,0,0],[0,1,0],[0,0,1]]", "task.covariance", "[[1, 0, 0], [0, 1, 0], [0, 0, 1]]"),
+    ("task.dim=1 task.new_shift=1.0", "task.new_shift", "1.0"),
+    # output directory
+    ("paths.output_dir={file}/x", "paths.output_dir", "/x'"),
+    # multirun: every sweep value is checked
+    ("-m seed=0,1 generator=gmm,foo", "generator", "'foo'"),
+    ("-m task.beta_star=0.5,1.5", "task.beta_star", "1.5"),
+    ("-m objective=fkl,rkl objective.estimator=pathwise", "objective.estimator", "'pathwise'"),
+    ("-m experiment=replay_sweep objective.lam=0.5,1.5", "objective.lam", "1.5"),  # with the experiment's sweeps
+    ("-m objective.lag=interval(0,1)", "objective.lag", "'interval(0,1)'"),
+]
+
+
+def _argv(line: str, tmp_path: Path) -> list[str]:
+    if "{file}" in line:
+        blocker = tmp_path / "a_file"
+        blocker.write_text("not a directory")
+        line = line.replace("{file}", str(blocker))
+    return line.split()
+
+
+@pytest.mark.parametrize(("line", "key", "value"), TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
+def test_train_command_line_is_refused_naming_key_and_value(line, key, value, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(_argv(line, tmp_path), "train", cli.validate_train)
+    msg = str(err.value)
+    assert err.value.key == key, msg
+    assert f"{key}=" in msg and value in msg and "; allowed: " in msg, msg
+    assert "\n" not in " ".join(msg.split()), msg
+
+
+def test_unknown_group_option_lists_the_options():
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(["generator=foo"], "train", cli.validate_train)
+    assert str(err.value) == f"invalid config: generator='foo'; allowed: {GROUPS}"
+
+
+def test_unknown_key_lists_the_keys_of_its_node():
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(["task.foo=1"], "train", cli.validate_train)
+    assert "'beta_star'" in err.value.allowed and "'delta'" in err.value.allowed
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
+def test_output_dir_that_cannot_be_created():
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(["paths.output_dir=/proc/forbidden/x"], "train", cli.validate_train)
+    assert err.value.key == "paths.output_dir" and "/proc/forbidden/x" in str(err.value)
+
+
+OTHER_CASES = [
+    ("theory", "generator=foo", "generator", "'foo'"),
+    ("theory", "task.foo=1", "task.foo", "1"),
+    ("theory", "task.delta=nan", "task.delta", "nan"),
+    ("theory", "task.beta_star=1.5", "task.beta_star", "1.5"),
+    ("check", "profile=foo", "profile", "'foo'"),
+    ("check", "claims=[P99]", "claims", "'P99'"),
+    ("check", "profile.seeds=0", "profile.seeds", "0"),
+]
+
+
+@pytest.mark.parametrize(("entry", "line", "key", "value"), OTHER_CASES, ids=[f"{c[0]}:{c[1]}" for c in OTHER_CASES])
+def test_theory_and_check_command_lines_are_refused(entry, line, key, value):
+    validate = {"theory": cli.validate_theory, "check": cli.validate_check}[entry]
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(line.split(), entry, validate)
+    assert err.value.key == key and value in str(err.value)
+
+
+@pytest.mark.parametrize(("main", "line"), [(cli.train_main, "task.beta_star=2"), (cli.train_main, "generator=foo"),
+                                            (cli.theory_main, "task.foo=1"), (cli.check_main, "profile=foo")])
+def test_entry_points_print_one_line_and_exit_2(main, line, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ptforget", *line.split()])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 2
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ptforget: error: invalid config: "), lines
+
+
+# ---------------------------------------------------------------------------------------------- good input passes
+@pytest.mark.parametrize(("line", "n_configs"), [
+    ("", 1),
+    ("--help", 0),  # Hydra's own flags are not checked
+    ("--cfg job generator=foo", 0),
+    ("hydra.run.dir=somewhere hydra/job_logging=disabled", 1),  # hydra overrides pass through
+    ("objective=oapl objective.lag=inf", 1),  # inf is allowed where it means something
+    ("-m seed=0,1,2 objective=fkl,rkl", 4),  # linear: base + 2 more seeds + 1 more objective
+    ("-m seed=range(0,3)", 3),
+    ("-m experiment=replay_sweep", 8),  # the experiment's own sweep: 1 + 1 objective + 4 lambdas + 2 seeds
+])
+def test_good_command_lines_pass(line, n_configs):
+    assert cli.preflight_argv(line.split(), "train", cli.validate_train) == n_configs
+
+
+# ---------------------------------------------------------------------------------------------- real processes
+SCRIPT = Path(sys.executable).with_name("ptforget-train")
+
+SUBPROCESS_CASES = [
+    (["generator=foo"], "generator='foo'"),
+    (["task.foo=1"], "task.foo=1"),
+    (["task.beta_star=1.5"], "task.beta_star=1.5"),
+    (["objective=rkl", "objective.estimator=pathwise", "generator=mdn"], "objective.estimator='pathwise'"),
+    (["-m", "seed=0,1", "generator=gmm,foo"], "generator='foo'"),
+]
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="ptforget-train is not installed next to the interpreter")
+@pytest.mark.parametrize(("args", "expected"), SUBPROCESS_CASES, ids=[" ".join(a) for a, _ in SUBPROCESS_CASES])
+def test_ptforget_train_exits_2_with_one_line_and_writes_nothing(args, expected, tmp_path):
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    out.mkdir()
+    env = {**os.environ, "PTFORGET_OUTPUT_DIR": str(out), "PTFORGET_CACHE_DIR": str(cache), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("ptforget: error: invalid config: ") and expected in lines[0], lines
+    assert list(out.rglob("*")) == []  # no run dir, no .hydra, no summary
+    assert not cache.exists() or list(cache.rglob("*")) == []
+    assert {p.name for p in tmp_path.iterdir()} <= {"out", "cache"}  # nothing in the working directory either
+
+
+@pytest.mark.skipif(not SCRIPT.exists(), reason="ptforget-train is not installed next to the interpreter")
+def test_ptforget_train_help_still_works(tmp_path):
+    proc = subprocess.run([str(SCRIPT), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                          env={**os.environ, "PTFORGET_OUTPUT_DIR": str(tmp_path / "out")})
+    assert proc.returncode == 0, proc.stderr
+    assert "generator" in proc.stdout
+    assert not (tmp_path / "out").exists()
