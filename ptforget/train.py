@@ -107,6 +107,7 @@ def validate_top(cfg: DictConfig) -> None:
     ce = cfg.get("checkpoint_every", 0)
     check(isinstance(ce, int) and not isinstance(ce, bool) and ce >= 0, "checkpoint_every", ce,
           "an integer >= 0 (0 disables resume checkpoints)")
+    check(isinstance(cfg.get("compile", False), bool), "compile", cfg.get("compile"), "true or false")
 
 
 def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
@@ -259,7 +260,8 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     ckpt = run_dir / "last.ckpt"
     module = PostTrainModule(generator, objective, task, optimizer_config(cfg), eval_every=int(cfg.eval_every),
                              n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
-                             checkpoint_every=int(cfg.get("checkpoint_every", 0)))
+                             checkpoint_every=int(cfg.get("checkpoint_every", 0)),
+                             compile=bool(cfg.get("compile", False)))
     module.checkpoint_meta = {"config_hash": config_hash(cfg)}
     state = _load_checkpoint(ckpt, cfg) if reuse else None
     if state is not None:

@@ -8,7 +8,7 @@
 3. Peak RSS of the process.
 
 Usage: python scripts/bench.py [--steps N] [--repeats R] [--seeds 1,8,32] [--seed-steps N] [--generator gmm]
-       [--device cpu|cuda]
+       [--device cpu|cuda] [--compile]
 """
 
 from __future__ import annotations
@@ -54,9 +54,10 @@ def _cfg(overrides: list[str]):
         return compose("train", overrides=["logger=none", "quiet=true", "checkpoint_every=0", *overrides])
 
 
-def lightning_path(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu") -> float:
+def lightning_path(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu",
+                   compile: bool = False) -> float:
     cfg = _cfg([f"trainer.max_steps={steps}", f"objective.batch={batch}", f"eval_every={eval_every}",
-                f"n_eval={n_eval}", f"trainer.accelerator={device}"])
+                f"n_eval={n_eval}", f"trainer.accelerator={device}", f"compile={str(compile).lower()}"])
     with tempfile.TemporaryDirectory() as d:
         summary = run_training(cfg, d)
     return summary["wall_time_s"]
@@ -86,6 +87,7 @@ def main() -> None:
     ap.add_argument("--seed-steps", type=int, default=500, help="steps per run in the batched-seeds comparison")
     ap.add_argument("--generator", default="gmm", help="generator of the batched-seeds comparison")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--compile", action="store_true", help="also time the Lightning path with compile=true")
     args = ap.parse_args()
     torch.set_num_threads(1)
     kw = dict(steps=args.steps, batch=args.batch, eval_every=args.eval_every, n_eval=args.n_eval)
@@ -101,6 +103,10 @@ def main() -> None:
     print(f"plain loop       {p:7.3f} s   {1e3 * p / args.steps:6.3f} ms/step")
     print(f"lightning path   {l:7.3f} s   {1e3 * l / args.steps:6.3f} ms/step")
     print(f"ratio lightning/plain: {l / p:.2f}")
+    if args.compile:
+        lightning_path(**{**kw, "steps": 20}, compile=True)  # compile once (inductor caches the kernels)
+        c = lightning_path(**kw, compile=True)
+        print(f"lightning + torch.compile {c:7.3f} s   {1e3 * c / args.steps:6.3f} ms/step (compiled kernels cached)")
     print(f"\nbatched seeds: {args.generator} reverse KL, {args.seed_steps} steps per run, device {args.device}")
     print(f"{'S':>5} {'batched seed-steps/s':>22} {'sequential seed-steps/s':>25} {'speed-up':>9}")
     seeds_rate(args.generator, 2, 20, True, args.device)  # warm-up (vmap, pretraining cache)
