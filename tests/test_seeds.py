@@ -157,3 +157,14 @@ def test_task_log_prob_matches_torch_distributions(which):
     dist = {"old": task.p_old, "new": task.p_new, "star": task.p_star, "q0": task.q0}[which]
     x = 3 * torch.randn(500, 3)
     assert torch.allclose(task.log_prob(which, x), dist.log_prob(x), atol=1e-4)
+
+
+def test_batched_members_are_projected_like_solo_runs(tmp_path):
+    """Direct weights under SFT (means fixed) hit the clip: every member ends at weight_clip, as a solo run does."""
+    common = ("generator.weight=direct", "generator.train_means=false", "optimizer=sgd", "optimizer.lr=0.05",
+              "objective=fkl", "trainer.max_steps=300", "eval_every=100")
+    batched = run_training(compose_cfg(*common, "seeds=3"), tmp_path / "b")
+    solo = run_training(compose_cfg(*common), tmp_path / "s")
+    clip = compose_cfg(*common).generator.weight_clip
+    assert solo["final"]["weight"] == pytest.approx(clip, abs=1e-6)
+    assert [m["final"]["weight"] for m in batched["members"]] == pytest.approx([clip] * 3, abs=1e-6)
