@@ -93,9 +93,9 @@ def test_launcher_config_rejects_unknown_key() -> None:
 
 @pytest.mark.parametrize(("launcher", "seeds"), [
     pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], [0, 1, 2, 3], id="joblib"),
-    # submitit starts one fresh interpreter per job (torch + Lightning imports, ~4 s of CPU each): two keep
-    # the test short on 2 cores and still exercise the array path
-    pytest.param(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], [0, 1], id="submitit_local"),
+    # submitit starts one fresh interpreter per job (torch + Lightning imports, ~4 s of CPU each)
+    pytest.param(["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"], [0, 1, 2, 3],
+                 id="submitit_local"),
 ])
 def test_sweep_through_launcher(launcher: list[str], seeds: list[int], tmp_path: Path) -> None:
     assert TRAIN.exists(), f"console script not installed next to {sys.executable}"
