@@ -44,13 +44,11 @@ class SeedEnsemble(nn.Module):
         ])
         for i, p in enumerate(self.stacked):
             self.register_buffer(f"_init_{i}", p.detach().clone(), persistent=False)
-        self._buffers_of_template = dict(template.named_buffers())
 
     def _move_template(self) -> None:
         dev = self.stacked[0].device
         if self.template.device != dev:
             self.template.to(dev)
-            self._buffers_of_template = dict(self.template.named_buffers())
 
     @contextmanager
     def member(self, k: int) -> Iterator[Generator]:
@@ -62,7 +60,7 @@ class SeedEnsemble(nn.Module):
     def map(self, fn: Callable[[Generator], Any]) -> Any:
         """``fn(member)`` for every member at once; outputs gain a leading seed dimension."""
         self._move_template()
-        bufs = self._buffers_of_template
+        bufs = dict(self.template.named_buffers())  # read each call: moving the template replaces its buffers
 
         def one(*params: Tensor) -> Any:
             with _reparametrize_module(self.template, {**dict(zip(self.names, params, strict=True)), **bufs}):

@@ -66,6 +66,8 @@ class PostTrainModule(L.LightningModule):
         checkpoint_path: where ``last.ckpt`` goes (None: no checkpoints).
         checkpoint_every: steps between checkpoints (rounded up to a chunk end); 0 disables them.
         compile: run each update through ``torch.compile``.
+        grad_clip: (max, 'norm' | 'value'): clip the gradient's norm (per member with batched seeds, so members
+            stay independent) or its entries; max None disables it.
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class PostTrainModule(L.LightningModule):
         checkpoint_path: str | os.PathLike | None = None,
         checkpoint_every: int = 0,
         compile: bool = False,
+        grad_clip: tuple[float | None, str] = (None, "norm"),
     ) -> None:
         super().__init__()
         check(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
@@ -98,6 +101,7 @@ class PostTrainModule(L.LightningModule):
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
         self.checkpoint_every = checkpoint_every
         self.compile = compile
+        self.grad_clip = grad_clip
         self._update_fn = self._update
         self.checkpoint_meta: dict[str, Any] = {}  # stored with every checkpoint (the run's config hash)
         self.metrics = forgetting_metrics()
@@ -203,8 +207,28 @@ class PostTrainModule(L.LightningModule):
             losses = losses.detach()
         self._opt.zero_grad(set_to_none=True)
         loss.backward()
+        if self.grad_clip[0] is not None:
+            self._clip_gradients(*self.grad_clip)
         self._opt.step()
         return losses, logs
+
+    @torch.no_grad()
+    def _clip_gradients(self, limit: float, algorithm: str) -> None:
+        """torch's clip_grad_norm_ / clip_grad_value_, with one norm per member when seeds are batched."""
+        grads = [p.grad for g in self._opt.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        if algorithm == "value":
+            for gr in grads:
+                gr.clamp_(-limit, limit)
+            return
+        if self.ensemble is None:
+            torch.nn.utils.clip_grad_norm_([p for g in self._opt.param_groups for p in g["params"]], limit)
+            return
+        norm = torch.stack([gr.reshape(self.S, -1).pow(2).sum(1) for gr in grads]).sum(0).sqrt()
+        scale = (limit / (norm + 1e-6)).clamp(max=1.0)
+        for gr in grads:
+            gr.mul_(scale.view(-1, *([1] * (gr.dim() - 1))))
 
     def _optimizer_step(self) -> None:
         step = self.step

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import sys
@@ -108,6 +109,7 @@ def validate_top(cfg: DictConfig) -> None:
     check(isinstance(ce, int) and not isinstance(ce, bool) and ce >= 0, "checkpoint_every", ce,
           "an integer >= 0 (0 disables resume checkpoints)")
     check(isinstance(cfg.get("compile", False), bool), "compile", cfg.get("compile"), "true or false")
+    grad_clip_config(cfg)
 
 
 def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
@@ -217,6 +219,20 @@ def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]
     return {**summary, "members": members}
 
 
+#: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
+
+
+def grad_clip_config(cfg: DictConfig) -> tuple[float | None, str]:
+    """(max norm or value, 'norm' | 'value') from ``trainer.gradient_clip_val`` / ``gradient_clip_algorithm``."""
+    val = cfg.trainer.get("gradient_clip_val")
+    algo = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    check_choice(algo, "trainer.gradient_clip_algorithm", ("norm", "value"))
+    check(val is None or (isinstance(val, int | float) and not isinstance(val, bool) and math.isfinite(val)
+                          and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
+    return (float(val) if val is not None else None), algo
+
+
 def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
     """The Lightning Trainer of a run: one epoch of chunks (the step budget is the module's), no Lightning
     checkpoints (ours are ``last.ckpt``), no validation loop."""
@@ -229,7 +245,11 @@ def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
 def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
     """Trainer options from the config; the step budget is ours (chunks), the progress bar is automatic."""
     kw = OmegaConf.to_container(cfg.trainer, resolve=True)
-    kw.pop("max_steps", None)
+    for key in ("max_steps", *CLIP_KEYS):
+        kw.pop(key, None)
+    acc = kw.pop("accumulate_grad_batches", 1)
+    check(acc == 1, "trainer.accumulate_grad_batches", acc,
+          "1 (every step draws fresh samples: raise objective.batch for a larger batch)")
     if kw.get("enable_progress_bar") is None:
         kw["enable_progress_bar"] = sys.stderr.isatty() and not os.environ.get("CI") and not cfg.quiet
     if kw["enable_progress_bar"]:
@@ -261,7 +281,7 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     module = PostTrainModule(generator, objective, task, optimizer_config(cfg), eval_every=int(cfg.eval_every),
                              n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
                              checkpoint_every=int(cfg.get("checkpoint_every", 0)),
-                             compile=bool(cfg.get("compile", False)))
+                             compile=bool(cfg.get("compile", False)), grad_clip=grad_clip_config(cfg))
     module.checkpoint_meta = {"config_hash": config_hash(cfg)}
     state = _load_checkpoint(ckpt, cfg) if reuse else None
     if state is not None:
@@ -314,7 +334,10 @@ def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, rea
         summary = summarize(cfg, module, st, why, wall, member=k)
         if seeds > 1:
             seed = int(cfg.seed) + k
-            summary.update(seed=seed, config_hash=config_hash(container, seed=seed))
+            # the member's own hash: its seed and the ensemble it belongs to (first seed, size); it differs from a
+            # solo run's hash because the random streams differ
+            summary.update(seed=seed, config_hash=config_hash(container, seed=seed,
+                                                              seeds={"size": seeds, "first_seed": int(cfg.seed)}))
         if seeds > 1:
             summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": int(cfg.seed), "batched": True}
         write_outputs(run_dir / f"seed{int(cfg.seed) + k}" if seeds > 1 else run_dir, module.histories[k], summary)

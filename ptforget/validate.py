@@ -20,10 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from ptforget.errors import ConfigError, check, check_choice
+
+#: accelerators a run may ask for (Lightning's names); whether the device exists is checked where the job runs
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 
 #: numeric keys where +inf is a meaningful value (OAPL: lag = inf is a fixed reference)
 INF_OK = ("objective.lag",)
@@ -146,8 +149,18 @@ def validate_trainer(cfg: DictConfig) -> None:
     from ptforget import train
 
     train.quiet_lightning()
+    accel = cfg.trainer.get("accelerator", "auto")
+    check_choice(accel, "trainer.accelerator", ACCELERATORS)
+    # The devices themselves are checked where the run executes: a SLURM/submitit sweep is launched from a host
+    # without the GPUs its jobs will get, so the Trainer is built here on the CPU, for its other arguments.
+    on_cpu = cfg.copy()
+    with open_dict(on_cpu):
+        on_cpu.trainer.accelerator = "cpu"
+        on_cpu.trainer.devices = 1
     try:
-        train.make_trainer(cfg)
+        train.make_trainer(on_cpu)
+    except ConfigError:
+        raise
     except Exception as err:  # Lightning raises TypeError/ValueError/MisconfigurationException
         msg = " ".join(str(err).split())
         given = OmegaConf.to_container(cfg.trainer, resolve=True)

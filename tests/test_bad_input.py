@@ -71,6 +71,9 @@ TRAIN_CASES = [
     ("logger.kind=foo", "logger.kind", "'foo'"),
     ("trainer.accelerator=foo", "trainer.accelerator", "'foo'"),
     ("+trainer.foo=1", "trainer.foo", "1"),
+    ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "2"),
+    ("+trainer.gradient_clip_val=1 +trainer.gradient_clip_algorithm=foo", "trainer.gradient_clip_algorithm", "'foo'"),
+    ("+trainer.gradient_clip_val=-1", "trainer.gradient_clip_val", "-1"),
     # combinations the generator family or the task rules out
     ("objective=rkl objective.estimator=pathwise generator=gmm", "objective.estimator", "'pathwise'"),
     ("objective=rkl objective.estimator=pathwise generator=mdn", "objective.estimator", "'pathwise'"),
@@ -166,6 +169,9 @@ def test_entry_points_print_one_line_and_exit_2(main, line, monkeypatch, capsys)
     ("-m seed=0,1,2 objective=fkl,rkl", 4),  # linear: base + 2 more seeds + 1 more objective
     ("-m seed=range(0,3)", 3),
     ("-m experiment=replay_sweep", 8),  # the experiment's own sweep: 1 + 1 objective + 4 lambdas + 2 seeds
+    # a SLURM sweep for GPU nodes, launched from a host without a GPU: devices are checked where jobs run
+    ("-m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu trainer=gpu seed=0,1", 2),
+    ("+trainer.gradient_clip_val=0.5 seeds=4", 1),
 ])
 def test_good_command_lines_pass(line, n_configs):
     assert cli.preflight_argv(line.split(), "train", cli.validate_train) == n_configs

@@ -103,3 +103,19 @@ def test_a_diverging_run_records_status_step_and_reason(tmp_path, seeds):
         path = tmp_path / (f"seed{m['seed']}" if seeds > 1 else "")
         assert read_json(path / "summary.json")["status"] == "diverged"
         assert (path / "trajectory.csv").read_text().splitlines()[1].startswith("0,")  # the step-0 row is kept
+
+
+@pytest.mark.parametrize(("seeds", "algorithm"), [(1, "norm"), (3, "norm"), (1, "value")])
+def test_gradient_clipping_bounds_every_update(tmp_path, seeds, algorithm):
+    """trainer.gradient_clip_val works under manual optimization: with SGD at lr 1 and clip 1e-3, 40 steps move
+    the old mean by at most 40 * 1e-3 (norm; sqrt(d) times that for value), where unclipped SFT moves it far."""
+    common = ("objective=fkl", "optimizer=sgd", "optimizer.lr=1.0", "trainer.max_steps=40", "eval_every=20",
+              f"seeds={seeds}")
+    clipped = run_training(compose_cfg(*common, "+trainer.gradient_clip_val=0.001",
+                                       f"+trainer.gradient_clip_algorithm={algorithm}"), tmp_path / "c")
+    free = run_training(compose_cfg(*common), tmp_path / "f")
+    bound = 40 * 1e-3 * (2**0.5 if algorithm == "value" else 1.0)
+    for c, f in zip(clipped.get("members", [clipped]), free.get("members", [free]), strict=True):
+        assert c["status"] == "complete"
+        assert c["final"]["comp_drift"] <= bound + 1e-6
+        assert f["final"]["comp_drift"] > 10 * bound

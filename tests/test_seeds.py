@@ -168,3 +168,57 @@ def test_batched_members_are_projected_like_solo_runs(tmp_path):
     clip = compose_cfg(*common).generator.weight_clip
     assert solo["final"]["weight"] == pytest.approx(clip, abs=1e-6)
     assert [m["final"]["weight"] for m in batched["members"]] == pytest.approx([clip] * 3, abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["gmm", "mdn"])
+def test_ensemble_follows_its_module_when_moved(family):
+    """Moving the module (a dtype move here, standing in for a device move) replaces the template's buffers;
+    the vmapped calls must use the moved ones (review finding: a stale CPU copy would break every GPU run)."""
+    from ptforget.module import PostTrainModule
+    from ptforget.train import build, optimizer_config
+
+    extra = ("generator.pretrain.steps=0",) if family == "mdn" else ()
+    cfg = compose_cfg(f"generator={family}", "objective=fkl", "seeds=2", *extra)
+    task, gen, obj = build(cfg)
+    module = PostTrainModule(gen, obj, task, optimizer_config(cfg), seeds=2)
+    module.to(torch.float64)
+    x = torch.randn(5, 2, dtype=torch.float64)
+    assert module.ensemble.map(lambda g: g.log_prob(x)).dtype == torch.float64
+
+
+def test_member_hashes_name_their_ensemble(tmp_path):
+    """Seed 1 of (seed=0, seeds=3) and of (seed=1, seeds=3) are different runs: different hashes, and neither
+    is the hash of a solo seed=1 run (review finding)."""
+    common = ("objective=rkl", "trainer.max_steps=20", "eval_every=10")
+    a = run_training(compose_cfg(*common, "seed=0", "seeds=3"), tmp_path / "a")["members"][1]
+    b = run_training(compose_cfg(*common, "seed=1", "seeds=3"), tmp_path / "b")["members"][0]
+    solo = run_training(compose_cfg(*common, "seed=1"), tmp_path / "s")
+    assert a["seed"] == b["seed"] == solo["seed"] == 1
+    assert len({a["config_hash"], b["config_hash"], solo["config_hash"]}) == 3
+
+
+def test_batched_gradient_clipping_is_per_member():
+    """Each member's gradient is clipped by its own norm, exactly as clip_grad_norm_ clips a solo run's."""
+    from ptforget.module import PostTrainModule
+    from ptforget.train import build, optimizer_config
+
+    cfg = compose_cfg("objective=fkl", "seeds=3")
+    task, gen, obj = build(cfg)
+    module = PostTrainModule(gen, obj, task, optimizer_config(cfg), seeds=3, grad_clip=(0.5, "norm"))
+    module._opt = torch.optim.SGD(module.ensemble.param_groups(0.1))
+    torch.manual_seed(0)
+    scales = torch.tensor([0.01, 1.0, 100.0])  # one member under the limit, two above
+    for p in module.ensemble.stacked:
+        p.grad = torch.randn_like(p) * scales.view(-1, *([1] * (p.dim() - 1)))
+    expected = []
+    for k in range(3):
+        solo = [p.grad[k].clone() for p in module.ensemble.stacked]
+        holders = [torch.nn.Parameter(torch.zeros_like(g)) for g in solo]
+        for h, g in zip(holders, solo, strict=True):
+            h.grad = g
+        torch.nn.utils.clip_grad_norm_(holders, 0.5)
+        expected.append([h.grad for h in holders])
+    module._clip_gradients(0.5, "norm")
+    for k in range(3):
+        for p, e in zip(module.ensemble.stacked, expected[k], strict=True):
+            assert torch.allclose(p.grad[k], e, atol=1e-6)
