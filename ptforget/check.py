@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ptforget.errors import check, check_choice
-from ptforget.io import atomic_write_text, read_json, write_json
+from ptforget.io import atomic_write_text, write_json
 
 VERDICTS = ("holds", "fails", "inconclusive")
 #: Student-t 97.5% quantiles for df = 1..30 (beyond: normal 1.96)
@@ -169,40 +169,30 @@ class Check:
             o.append(f"trainer.max_steps={int(self.p.steps)}")
         return o
 
+    def _train(self, cfg: DictConfig, path: Path, n_seeds: int) -> dict[str, Any]:
+        """run_training, which reuses a finished run of the same config in ``path`` when ``reuse`` is on."""
+        from ptforget.train import finished_summary, run_training
+
+        if self.cfg.reuse and finished_summary(path, cfg) is not None:
+            self.n_reused += n_seeds
+        else:
+            self.n_runs += n_seeds
+        return run_training(cfg, path, reuse=bool(self.cfg.reuse))
+
     def run(self, label: str, overrides: Sequence[str], seed: int = 0, generator: str = "gmm") -> Run:
         """Train one configuration (or reuse its finished run) under runs/<label>/seed<seed>."""
-        from ptforget.train import config_hash, run_training
-
         cfg = self.compose([*self.base_overrides(generator), *overrides, f"seed={seed}"])
         path = self.out / "runs" / label / f"seed{seed}"
-        summary_path = path / "summary.json"
-        if self.cfg.reuse and summary_path.exists():
-            try:
-                s = read_json(summary_path)
-                if s.get("status") == "complete" and s.get("config_hash") == config_hash(cfg):
-                    self.n_reused += 1
-                    return Run(path, s, load_trajectory(path / "trajectory.csv"))
-            except (OSError, ValueError):
-                pass
-        summary = run_training(cfg, path, reuse=False)
-        self.n_runs += 1
-        return Run(path, summary, load_trajectory(path / "trajectory.csv"))
+        return Run(path, self._train(cfg, path, 1), load_trajectory(path / "trajectory.csv"))
 
     def runs(self, label: str, overrides: Sequence[str], generator: str = "gmm") -> list[Run]:
         """All seeds of one configuration: one batched run (``seeds=S``) where the objective allows it."""
-        from ptforget.train import finished_summary, run_training
-
         seeds = self.seeds(generator)
         if len(seeds) == 1 or not self.cfg.get("batch_seeds", True):
             return [self.run(label, overrides, s, generator) for s in seeds]
         cfg = self.compose([*self.base_overrides(generator), *overrides, f"seed={seeds[0]}", f"seeds={len(seeds)}"])
         path = self.out / "runs" / label
-        if self.cfg.reuse and finished_summary(path, cfg) is not None:
-            self.n_reused += len(seeds)
-        else:
-            self.n_runs += len(seeds)
-        summary = run_training(cfg, path, reuse=bool(self.cfg.reuse))
-        members = summary.get("members") or [summary]
+        members = self._train(cfg, path, len(seeds))["members"]
         return [Run(path / f"seed{m['seed']}", m, load_trajectory(path / f"seed{m['seed']}" / "trajectory.csv"))
                 for m in members]
 

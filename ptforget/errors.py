@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -22,3 +23,13 @@ def check(cond: bool, key: str, value: Any, allowed: str) -> None:
 def check_choice(value: Any, key: str, choices: tuple[str, ...] | list[str]) -> None:
     """Raise ConfigError unless ``value`` is one of ``choices``."""
     check(value in choices, key, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def is_int(value: Any, lo: int) -> bool:
+    """An integer (not a bool) >= lo."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lo
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

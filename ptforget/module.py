@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,9 @@ import torch
 from torch import Tensor
 
 from ptforget.ensemble import SeedEnsemble
-from ptforget.errors import check, check_choice
+from ptforget.errors import check, check_choice, is_number
 from ptforget.generators.base import Generator
+from ptforget.io import atomic_replace
 from ptforget.metrics import forgetting_metrics, measure, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
@@ -51,6 +51,12 @@ def validate_optimizer(cfg: dict[str, Any]) -> None:
     check_choice(cfg.get("schedule", "constant"), "optimizer.schedule", SCHEDULES)
     mom = cfg.get("momentum", 0.0)
     check(isinstance(mom, int | float) and 0 <= mom < 1, "optimizer.momentum", mom, "a number in [0, 1)")
+    wd = cfg.get("weight_decay", 0.0)
+    check(is_number(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
+    if cfg.get("name", "adam") == "adam":
+        betas = cfg.get("betas", [0.9, 0.999])
+        check(isinstance(betas, list | tuple) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas),
+              "optimizer.betas", betas, "two numbers in [0, 1), e.g. [0.9,0.999]")
 
 
 class PostTrainModule(L.LightningModule):
@@ -164,8 +170,7 @@ class PostTrainModule(L.LightningModule):
     def on_train_start(self) -> None:
         opt = self.optimizers()
         self._opt = getattr(opt, "optimizer", opt)
-        sched = self.lr_schedulers()
-        self._sched = sched
+        self._sched = self.lr_schedulers()
         # torch.compile of the whole update (loss, backward, optimizer): ~2x per step on small models after a
         # compile of tens of seconds; pays off for long runs only. Random draws differ from eager mode.
         self._update_fn = torch.compile(self._update) if self.compile else self._update
@@ -182,7 +187,7 @@ class PostTrainModule(L.LightningModule):
             for _ in range(self.step, last):
                 self._optimizer_step()
         except RuntimeError as err:  # e.g. sampling from NaN weights: a divergence, not a crash
-            if self.ensemble is not None or self._params_finite():
+            if self.ensemble is not None or bool(self._params_finite()):
                 raise
             self._stop_diverged(self.step, f"non-finite parameter ({str(err).splitlines()[0]})")
             return
@@ -255,8 +260,9 @@ class PostTrainModule(L.LightningModule):
             return {k: v.unsqueeze(0) for k, v in measure(self.generator, self.task, self.n_eval).items()}
         return self.ensemble.map(lambda g: measure(g, self.task, self.n_eval))
 
-    def _params_finite(self) -> bool:
-        return bool(torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all())
+    def _params_finite(self) -> Tensor:
+        """0-d bool tensor on the device: every generator parameter is finite (no host sync)."""
+        return torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all()
 
     def _stop_diverged(self, step: int, reason: str) -> None:
         self.diverged[0] = (step, reason)
@@ -271,8 +277,7 @@ class PostTrainModule(L.LightningModule):
         """
         if self.ensemble is None:
             alive = None
-            params_ok = torch.stack([torch.isfinite(p).all() for p in self.generator.parameters()]).all()
-            bad, ok = torch.stack([self._bad_step[0].float(), params_ok.float()]).tolist()
+            bad, ok = torch.stack([self._bad_step[0].float(), self._params_finite().float()]).tolist()
             if bad >= 0 or not ok:
                 self._stop_diverged(int(bad) if bad >= 0 else step, "non-finite loss" if bad >= 0
                                     else "non-finite parameter")
@@ -324,7 +329,7 @@ class PostTrainModule(L.LightningModule):
     def _state(self) -> dict[str, Any]:
         state = {
             "step": self.step,
-            "weights": {k: v for k, v in self.state_dict().items()},
+            "weights": self.state_dict(),
             "optimizer": self._opt.state_dict(),
             "scheduler": self._sched.state_dict() if self._sched is not None else None,
             "objective": self.objective.state_dict(),
@@ -341,16 +346,8 @@ class PostTrainModule(L.LightningModule):
     def save_resume_checkpoint(self) -> None:
         """Write ``last.ckpt`` atomically (temporary file in the same folder, then rename)."""
         assert self.checkpoint_path is not None
-        path = self.checkpoint_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_replace(self.checkpoint_path) as tmp:
             torch.save({**self._state(), **self.checkpoint_meta}, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self._last_ckpt_step = self.step
 
     def resume_from(self, state: dict[str, Any]) -> None:
@@ -367,8 +364,6 @@ class PostTrainModule(L.LightningModule):
         if self._sched is not None and state.get("scheduler") is not None:
             self._sched.load_state_dict(state["scheduler"])
         self.objective.load_state_dict(state["objective"])
-        self._bad_step = self._bad_step.to(self.device)
-        self._params_bad_step = self._params_bad_step.to(self.device)
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)

@@ -130,9 +130,10 @@ class TwoModeTask:
         return self
 
     # ------------------------------------------------------------------ distributions
-    def _mixture(self, weight_old: float, mu_o: Tensor, mu_n: Tensor) -> MixtureSameFamily:
+    def _mixture(self, which: str) -> MixtureSameFamily:
+        weight_old, mu_n = self._mixture_params(which)
         probs = torch.tensor([weight_old, 1.0 - weight_old], device=self.device)
-        loc = torch.stack([mu_o, mu_n])
+        loc = torch.stack([self.mu_old, mu_n])
         comp = MultivariateNormal(loc, scale_tril=self.scale_tril.expand(2, self.dim, self.dim))
         return MixtureSameFamily(Categorical(probs=probs), comp)
 
@@ -144,14 +145,20 @@ class TwoModeTask:
     def p_new(self) -> MultivariateNormal:
         return MultivariateNormal(self.mu_new, scale_tril=self.scale_tril)
 
+    def _mixture_params(self, which: str) -> tuple[float, Tensor]:
+        """(old weight, new mean) of ``star`` (p*) or ``q0`` (initial model); the old mean is mu_o* in both."""
+        if which == "star":
+            return self.beta_star, self.mu_new
+        return float(self.beta0), self.mu_new_init
+
     @property
     def p_star(self) -> MixtureSameFamily:
-        return self._mixture(self.beta_star, self.mu_old, self.mu_new)
+        return self._mixture("star")
 
     @property
     def q0(self) -> MixtureSameFamily:
         """Initial model: old component correct (mean mu_o*, weight beta0), new component at mu_new_init."""
-        return self._mixture(float(self.beta0), self.mu_old, self.mu_new_init)
+        return self._mixture("q0")
 
     def sample(self, which: str, n: int) -> Tensor:
         """n samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place ``randn``/``rand``.
@@ -164,8 +171,7 @@ class TwoModeTask:
             return self.mu_old + eps
         if which == "new":
             return self.mu_new + eps
-        weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
-        mu_n = self.mu_new if which == "star" else self.mu_new_init
+        weight_old, mu_n = self._mixture_params(which)
         is_old = (torch.rand(n, 1, device=self.device) < weight_old).to(eps.dtype)
         return is_old * self.mu_old + (1 - is_old) * mu_n + eps
 
@@ -186,8 +192,7 @@ class TwoModeTask:
             return gaussian_log_prob(x, mu.unsqueeze(0), Linv[:1], log_det[:1])[..., 0]
         wkey = ("lp_mix", which, self.device)
         if wkey not in self._cache:  # cached: no host-to-device copy per call
-            weight_old = {"star": self.beta_star, "q0": float(self.beta0)}[which]
-            mu_n = self.mu_new if which == "star" else self.mu_new_init
+            weight_old, mu_n = self._mixture_params(which)
             self._cache[wkey] = (torch.stack([self.mu_old, mu_n]), torch.tensor(
                 [math.log(weight_old), math.log1p(-weight_old)], device=self.device))
         loc, log_w = self._cache[wkey]

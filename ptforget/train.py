@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -24,7 +23,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ptforget.errors import ConfigError, check, check_choice
+from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
 from ptforget.io import read_json, write_csv, write_json
 
 log = logging.getLogger("ptforget")
@@ -97,17 +96,12 @@ def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
 
 
 def validate_top(cfg: DictConfig) -> None:
-    for key, lo in (("seed", 0), ("threads", 1)):
-        v = cfg.get(key)
-        check(isinstance(v, int) and not isinstance(v, bool) and v >= lo, key, v, f"an integer >= {lo}")
-    ms = cfg.trainer.max_steps
-    check(isinstance(ms, int) and ms >= 1, "trainer.max_steps", ms, "an integer >= 1")
+    for key, value, lo in (("seed", cfg.get("seed"), 0), ("threads", cfg.get("threads"), 1),
+                           ("trainer.max_steps", cfg.trainer.max_steps, 1), ("seeds", cfg.get("seeds", 1), 1)):
+        check(is_int(value, lo), key, value, f"an integer >= {lo}")
     check_choice(cfg.logger.kind, "logger.kind", LOGGERS)
-    seeds = cfg.get("seeds", 1)
-    check(isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1, "seeds", seeds, "an integer >= 1")
     ce = cfg.get("checkpoint_every", 0)
-    check(isinstance(ce, int) and not isinstance(ce, bool) and ce >= 0, "checkpoint_every", ce,
-          "an integer >= 0 (0 disables resume checkpoints)")
+    check(is_int(ce, 0), "checkpoint_every", ce, "an integer >= 0 (0 disables resume checkpoints)")
     check(isinstance(cfg.get("compile", False), bool), "compile", cfg.get("compile"), "true or false")
     grad_clip_config(cfg)
 
@@ -228,8 +222,7 @@ def grad_clip_config(cfg: DictConfig) -> tuple[float | None, str]:
     val = cfg.trainer.get("gradient_clip_val")
     algo = cfg.trainer.get("gradient_clip_algorithm") or "norm"
     check_choice(algo, "trainer.gradient_clip_algorithm", ("norm", "value"))
-    check(val is None or (isinstance(val, int | float) and not isinstance(val, bool) and math.isfinite(val)
-                          and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
+    check(val is None or (is_number(val) and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
     return (float(val) if val is not None else None), algo
 
 
@@ -272,7 +265,6 @@ def _job_number() -> int:
 
 
 def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: Any, reuse: bool) -> dict[str, Any]:
-
     from ptforget.module import PostTrainModule
 
     seeds = int(cfg.get("seeds", 1))
@@ -282,8 +274,9 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
                              n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
                              checkpoint_every=int(cfg.get("checkpoint_every", 0)),
                              compile=bool(cfg.get("compile", False)), grad_clip=grad_clip_config(cfg))
-    module.checkpoint_meta = {"config_hash": config_hash(cfg)}
-    state = _load_checkpoint(ckpt, cfg) if reuse else None
+    run_hash = config_hash(cfg)
+    module.checkpoint_meta = {"config_hash": run_hash}
+    state = _load_checkpoint(ckpt, run_hash) if reuse else None
     if state is not None:
         module.resume_from(state)
         log.info("resuming %s from step %d", run_dir, module.step)
@@ -309,8 +302,9 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     return summary
 
 
-def _load_checkpoint(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
-    """The resume state in ``path`` if it belongs to this config (an unreadable or foreign one is ignored)."""
+def _load_checkpoint(path: Path, run_hash: str) -> dict[str, Any] | None:
+    """The resume state in ``path`` if it belongs to the run with this config hash (an unreadable or foreign one
+    is ignored)."""
     if not path.exists():
         return None
     try:
@@ -318,32 +312,30 @@ def _load_checkpoint(path: Path, cfg: DictConfig) -> dict[str, Any] | None:
     except Exception as err:  # a torn or foreign file: start over rather than fail
         log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
         return None
-    return state if state.get("config_hash") == config_hash(cfg) else None
+    return state if state.get("config_hash") == run_hash else None
 
 
 def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, reason: str,
                    wall: float) -> dict[str, Any]:
     """Write each member's trajectory and summary (the run itself when seeds = 1); return the run's summary."""
-    seeds = module.S
+    seeds, first = module.S, int(cfg.seed)
     container = OmegaConf.to_container(cfg, resolve=True)
     out = []
     for k in range(seeds):
         st, why = status, reason
         if module.diverged[k] is not None and status == "complete":
             st, why = "diverged", module.diverged[k][1]
-        summary = summarize(cfg, module, st, why, wall, member=k)
-        if seeds > 1:
-            seed = int(cfg.seed) + k
-            # the member's own hash: its seed and the ensemble it belongs to (first seed, size); it differs from a
-            # solo run's hash because the random streams differ
-            summary.update(seed=seed, config_hash=config_hash(container, seed=seed,
-                                                              seeds={"size": seeds, "first_seed": int(cfg.seed)}))
-        if seeds > 1:
-            summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": int(cfg.seed), "batched": True}
-        write_outputs(run_dir / f"seed{int(cfg.seed) + k}" if seeds > 1 else run_dir, module.histories[k], summary)
+        if seeds == 1:
+            summary = summarize(container, module, st, why, wall)
+            write_outputs(run_dir, module.histories[0], summary)
+            return summary
+        # the member's own hash names its seed and its ensemble (first seed, size): it differs from a solo run's
+        # hash because the random streams differ
+        member = {**container, "seed": first + k, "seeds": {"size": seeds, "first_seed": first}}
+        summary = summarize(member, module, st, why, wall, member=k)
+        summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": first, "batched": True}
+        write_outputs(run_dir / f"seed{first + k}", module.histories[k], summary)
         out.append(summary)
-    if seeds == 1:
-        return out[0]
     return _write_ensemble(cfg, run_dir, out, batched=True, wall=wall)
 
 
@@ -354,8 +346,9 @@ def _finish_logger(logger: Any) -> None:
         wandb.finish()
 
 
-def summarize(cfg: DictConfig, module: Any, status: str, reason: str, wall: float, member: int = 0) -> dict[str, Any]:
-    """The summary.json of one run (or one member of a batched run)."""
+def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: float,
+              member: int = 0) -> dict[str, Any]:
+    """The summary.json of one run (or one member of a batched run); ``cfg`` is the resolved config as a dict."""
     metrics = module.summary_metrics(member)
     history = module.histories[member]
     diverged = module.diverged[member]
@@ -363,17 +356,17 @@ def summarize(cfg: DictConfig, module: Any, status: str, reason: str, wall: floa
     om = metrics.get("old_mass")
     forgetting = ({"old_mass_first_minus_last": om["first"] - om["last"], "old_mass_max_minus_last": om["max"]
                    - om["last"]} if om else {})
-    gen = cfg.generator.get("_target_", "").rsplit(".", 1)[-1]
+    gen = cfg["generator"].get("_target_", "").rsplit(".", 1)[-1]
     return {
         "status": status,
         "reason": reason,
         "diverged_step": diverged[0] if diverged else None,
-        "seed": int(cfg.seed),
+        "seed": int(cfg["seed"]),
         "config_hash": config_hash(cfg),
         "generator": gen,
         "objective": module.objective.name,
         "steps": int(history[-1]["step"]) if history else 0,
-        "max_steps": int(cfg.trainer.max_steps),
+        "max_steps": int(cfg["trainer"]["max_steps"]),
         "wall_time_s": wall,
         "resumed_from_step": module.resumed_from,
         "final": final,

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ptforget.errors import ConfigError, check, check_choice
+from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
 
 #: accelerators a run may ask for (Lightning's names); whether the device exists is checked where the job runs
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -107,18 +107,12 @@ def check_finite(container: dict[str, Any]) -> None:
             raise ConfigError(key, v, "a finite number")
 
 
-def _int(v: Any, lo: int) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
-
-
-def _num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_loop(cfg: DictConfig) -> None:
     ev, n_eval = cfg.get("eval_every"), cfg.get("n_eval")
-    check(_int(ev, 1), "eval_every", ev, "an integer >= 1")
-    check(_int(n_eval, 16), "n_eval", n_eval, "an integer >= 16")
+    check(is_int(ev, 1), "eval_every", ev, "an integer >= 1")
+    check(is_int(n_eval, 16), "n_eval", n_eval, "an integer >= 16")
     check(isinstance(cfg.get("quiet", False), bool), "quiet", cfg.get("quiet"), "true or false")
 
 
@@ -134,14 +128,7 @@ def validate_optimizer(cfg: DictConfig) -> None:
     from ptforget.module import validate_optimizer as validate_opt
     from ptforget.train import optimizer_config
 
-    opt = optimizer_config(cfg)
-    validate_opt(opt)
-    wd = opt.get("weight_decay", 0.0)
-    check(_num(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
-    if opt.get("name", "adam") == "adam":
-        betas = opt.get("betas", [0.9, 0.999])
-        check(isinstance(betas, list | tuple) and len(betas) == 2 and all(_num(b) and 0 <= b < 1 for b in betas),
-              "optimizer.betas", betas, "two numbers in [0, 1), e.g. [0.9,0.999]")
+    validate_opt(optimizer_config(cfg))
 
 
 def validate_trainer(cfg: DictConfig) -> None:
@@ -203,9 +190,9 @@ def validate_pretrain(pre: Any) -> None:
     check(isinstance(pre, dict), "generator.pretrain", pre, "a mapping with steps, batch, lr, seed (or null)")
     for key, lo in (("steps", 0), ("batch", 1), ("seed", 0)):
         if key in pre:
-            check(_int(pre[key], lo), f"generator.pretrain.{key}", pre[key], f"an integer >= {lo}")
+            check(is_int(pre[key], lo), f"generator.pretrain.{key}", pre[key], f"an integer >= {lo}")
     if "lr" in pre:
-        check(_num(pre["lr"]) and pre["lr"] > 0, "generator.pretrain.lr", pre["lr"], "a finite number > 0")
+        check(is_number(pre["lr"]) and pre["lr"] > 0, "generator.pretrain.lr", pre["lr"], "a finite number > 0")
 
 
 def _construct(light: DictConfig, group: str, instantiate: Any, **kwargs: Any) -> Any:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 
-import torch
 from torch import Tensor
 
 from ptforget.errors import check_choice
@@ -13,11 +12,6 @@ from ptforget.objectives.base import Objective, resolve_estimator, score_surroga
 from ptforget.tasks import TwoModeTask
 
 TARGETS = ("new", "star", "old")
-
-
-def target_distribution(task: TwoModeTask, target: str) -> torch.distributions.Distribution:
-    """p_new, p* or p_old of the task by name."""
-    return {"new": task.p_new, "star": task.p_star, "old": task.p_old}[target]
 
 
 class ForwardKL(Objective):
@@ -65,8 +59,7 @@ class ReverseKL(Objective):
     def setup(self, generator: Generator, task: TwoModeTask) -> None:
         super().setup(generator, task)
         self.validate(generator, task)
-        self._p = target_distribution(task, self.target)
-        self._log_p = functools.partial(task.log_prob, self.target)  # closed form (faster than self._p.log_prob)
+        self._log_p = functools.partial(task.log_prob, self.target)  # closed form: no distribution objects
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         log_p = self._log_p

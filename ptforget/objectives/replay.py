@@ -238,7 +238,7 @@ class ReverseKLReplay(_Replay, ReverseKL):
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         x = self.proposal_sample(generator)
         log_q = generator.log_prob(x)
-        cost = (log_q - self._p.log_prob(x)).detach()
+        cost = (log_q - self._log_p(x)).detach()
         w = self.log_weights(log_q.detach(), x).exp()
         sw, swc = w.sum(), (w * cost).sum()
         n = x.shape[0]
