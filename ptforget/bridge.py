@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ptforget.build import target_class
 from ptforget.errors import ConfigError
 from ptforget.theory.claims import TheoryConfig
 
@@ -32,22 +33,9 @@ def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
         d["lr_mult"] = OmegaConf.to_container(gen.lr_mult, resolve=True)
     if "train_means" in gen:
         d["train_means"] = bool(gen.train_means)
-    target = str(obj.get("_target_", ""))
-    if target.endswith("Replay"):
-        d["replay"] = float(obj.lam)
-        d["replay_source"] = obj.get("source", "p_old")
-    elif target.endswith("SDFT") and obj.get("teacher") == "anchor":
-        d["sdft_lam"] = float(obj.lam)
-        d["sdft_anchor"] = {"star": "p_star", "new": "p_new"}.get(obj.anchor, obj.anchor)
-    elif target.endswith("TTTDiscover"):
-        d["lam"] = float(obj.lam)
-        if not isinstance(obj.get("beta"), str):
-            d["gamma"] = float(obj.beta)
-    elif target.endswith("OAPL"):
-        d["tau"] = float(obj.beta1)
-        lag = obj.get("lag")
-        if lag is not None and lag != float("inf"):
-            d["refreshes"] = int(cfg.trainer.max_steps) // int(lag)
+    objective_class = target_class(obj)
+    if objective_class is not None and hasattr(objective_class, "theory_fields"):
+        d.update(objective_class.theory_fields(OmegaConf.to_container(obj, resolve=True), int(cfg.trainer.max_steps)))
     if cfg.get("theory"):
         d.update(OmegaConf.to_container(cfg.theory, resolve=True))
     d.update(extra)

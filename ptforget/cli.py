@@ -15,6 +15,7 @@ import argparse
 import re
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ptforget import validate
 from ptforget.errors import ConfigError
 
 CONFIG_MODULE = "ptforget.conf"
@@ -49,50 +51,6 @@ def fail(err: ConfigError) -> None:
     """Print the error as one line on stderr and exit with status 2."""
     print("ptforget: error: " + " ".join(str(err).split()), file=sys.stderr)
     sys.exit(2)
-
-
-# ---------------------------------------------------------------------------------------------- validators
-def validate_train(cfg: DictConfig) -> None:
-    from ptforget.validate import preflight
-
-    preflight(cfg)
-
-
-def validate_theory(cfg: DictConfig) -> None:
-    from ptforget.bridge import theory_config
-    from ptforget.train import _instantiate
-    from ptforget.validate import check_finite, check_writable_dir, resolved
-
-    container = resolved(cfg)
-    check_finite(container)
-    _instantiate(cfg.task, "task")  # the task's own checks name the key better than the theory's
-    try:
-        theory_config(cfg)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, ConfigError):
-            raise
-        raise ConfigError("theory", OmegaConf.to_container(cfg.get("theory") or {}), str(err)) from None
-    check_writable_dir(str(Path(container["output"]).parent), "output")
-
-
-def validate_check(cfg: DictConfig) -> None:
-    from ptforget.check import selected_claims
-    from ptforget.errors import check, check_choice
-    from ptforget.validate import check_finite, check_writable_dir, resolved
-
-    container = resolved(cfg)
-    check_finite(container)
-    threads = cfg.get("threads", 1)
-    check(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1, "threads", threads,
-          "an integer >= 1")
-    for key in ("seeds", "flow_seeds", "steps", "flow_steps", "flow_pretrain_steps", "exact_batch"):
-        if key in cfg.profile:
-            v = cfg.profile[key]
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"profile.{key}", v, "an integer >= 1")
-    selected_claims(cfg)
-    check_choice(cfg.get("report_to", "none"), "report_to", ("none", "wandb"))
-    check_choice(cfg.get("wandb_mode", "offline"), "wandb_mode", ("offline", "online", "disabled"))
-    check_writable_dir(container["paths"]["output_dir"], "paths.output_dir")
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -249,7 +207,8 @@ def composition_error(err: Exception, config_name: str, overrides: list[str]) ->
     loader = GlobalHydra.instance().config_loader()
     m = re.search(r"Cannot find primary config '([^']+)'", msg)
     if m:
-        names = sorted(p.stem for p in Path(__file__).with_name("conf").glob("*.yaml"))
+        names = sorted(p.name.removesuffix(".yaml") for p in resources.files(CONFIG_MODULE).iterdir()
+                       if p.name.endswith(".yaml"))
         return ConfigError("--config-name", m.group(1), _one_of(names))
     m = re.search(r"Could not (?:find|load) '([^']+)'", msg)
     if isinstance(err, MissingConfigException) or m:
@@ -316,15 +275,14 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
 
 
 # ---------------------------------------------------------------------------------------------- Hydra apps
-@hydra.main(version_base="1.3", config_path="conf", config_name="train")
+@hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="train")
 @guarded
 def train_app(cfg: DictConfig) -> float | None:
     """ptforget-train: one post-training run (or a sweep with -m); prints its forgetting summary."""
     from ptforget.summary import print_summary
     from ptforget.train import run_training
-    from ptforget.validate import preflight
 
-    preflight(cfg)
+    validate.preflight(cfg)
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     summary = run_training(cfg, run_dir)
     members = summary.get("members")  # seeds > 1: one summary per member under run_dir/seed<k>/
@@ -335,7 +293,7 @@ def train_app(cfg: DictConfig) -> float | None:
     return runs[0][0].get("final", {}).get("old_mass")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="theory")
+@hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="theory")
 @guarded
 def theory_app(cfg: DictConfig) -> None:
     """ptforget-theory: print the predictions of every claim for a config as a table and write them as JSON."""
@@ -349,14 +307,14 @@ def theory_app(cfg: DictConfig) -> None:
     print(f"\nwritten: {cfg.output}")
 
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="check")
+@hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="check")
 @guarded
 def check_app(cfg: DictConfig) -> None:
     """ptforget-check: run every claim's experiments, print the verdict table, write report.md and figures."""
     from hydra import compose
 
+    from ptforget.build import quiet_lightning
     from ptforget.check import print_verdicts, run_check
-    from ptforget.train import quiet_lightning
 
     quiet_lightning()
     out = Path(HydraConfig.get().runtime.output_dir)
@@ -369,17 +327,17 @@ def check_app(cfg: DictConfig) -> None:
 
 def train_main() -> Any:
     """Entry point of ptforget-train."""
-    return run_checked(train_app, "train", validate_train)
+    return run_checked(train_app, "train", validate.preflight)
 
 
 def theory_main() -> Any:
     """Entry point of ptforget-theory."""
-    return run_checked(theory_app, "theory", validate_theory)
+    return run_checked(theory_app, "theory", validate.validate_theory)
 
 
 def check_main() -> Any:
     """Entry point of ptforget-check."""
-    return run_checked(check_app, "check", validate_check)
+    return run_checked(check_app, "check", validate.validate_check)
 
 
 if __name__ == "__main__":  # python -m ptforget.cli runs the training entry point

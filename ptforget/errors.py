@@ -20,9 +20,11 @@ def check(cond: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(key, value, allowed)
 
 
-def check_choice(value: Any, key: str, choices: tuple[str, ...] | list[str]) -> None:
-    """Raise ConfigError unless ``value`` is one of ``choices``."""
-    check(value in choices, key, value, "one of " + ", ".join(repr(c) for c in choices))
+def check_choice(value: Any, key: str, choices: tuple[str, ...] | list[str]) -> Any:
+    """Return ``value`` if it is one of ``choices``; raise ConfigError otherwise."""
+    check(isinstance(value, str | int | float | bool | None) and value in choices, key, value,
+          "one of " + ", ".join(repr(c) for c in choices))
+    return value
 
 
 def is_int(value: Any, lo: int) -> bool:

@@ -21,42 +21,15 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from ptforget.build import build_optimizer
 from ptforget.ensemble import SeedEnsemble
-from ptforget.errors import check, check_choice, is_number
+from ptforget.errors import check
 from ptforget.generators.base import Generator
 from ptforget.io import atomic_replace
 from ptforget.metrics import forgetting_metrics, measure, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
-
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("constant", "cosine")
-
-
-def build_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or SGD over the generator's parameter groups (their learning-rate multipliers are kept)."""
-    name = cfg.get("name", "adam")
-    check_choice(name, "optimizer.name", OPTIMIZERS)
-    if name == "adam":
-        return torch.optim.Adam(params, betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                                weight_decay=float(cfg.get("weight_decay", 0.0)))
-    return torch.optim.SGD(params, momentum=float(cfg.get("momentum", 0.0)),
-                           weight_decay=float(cfg.get("weight_decay", 0.0)))
-
-
-def validate_optimizer(cfg: dict[str, Any]) -> None:
-    check_choice(cfg.get("name", "adam"), "optimizer.name", OPTIMIZERS)
-    lr = cfg.get("lr")
-    check(isinstance(lr, int | float) and math.isfinite(lr) and lr > 0, "optimizer.lr", lr, "a finite number > 0")
-    check_choice(cfg.get("schedule", "constant"), "optimizer.schedule", SCHEDULES)
-    mom = cfg.get("momentum", 0.0)
-    check(isinstance(mom, int | float) and 0 <= mom < 1, "optimizer.momentum", mom, "a number in [0, 1)")
-    wd = cfg.get("weight_decay", 0.0)
-    check(is_number(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
-    if cfg.get("name", "adam") == "adam":
-        betas = cfg.get("betas", [0.9, 0.999])
-        check(isinstance(betas, list | tuple) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas),
-              "optimizer.betas", betas, "two numbers in [0, 1), e.g. [0.9,0.999]")
+from ptforget.validate import validate_optimizer
 
 
 class PostTrainModule(L.LightningModule):

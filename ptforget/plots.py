@@ -31,7 +31,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from ptforget.report import mean_ci
+from ptforget.stats import mean_ci
 
 Curve = tuple[Sequence[float], Sequence[float]]
 

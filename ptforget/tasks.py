@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from ptforget.errors import check, check_choice
+from ptforget.gaussian import gaussian_log_prob
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "log_p_star", "log_p_new")
 
@@ -178,8 +179,6 @@ class TwoModeTask:
     def log_prob(self, which: str, x: Tensor) -> Tensor:
         """Closed-form log density of ``old``, ``new``, ``star`` or ``q0`` at x (the same values as ``p_old.log_prob``
         etc., without building distribution objects; the hot path of reverse KL and of every evaluation)."""
-        from ptforget.generators.base import gaussian_log_prob  # generators import this module
-
         key = ("lp_terms", self.device)
         if key not in self._cache:
             L = self.scale_tril

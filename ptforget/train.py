@@ -1,7 +1,8 @@
 """Build and run one post-training job from a composed config; write trajectory.csv and summary.json.
 
-``run_training`` is the in-process entry point (the check and the tests call it without Hydra's CLI); configs
-reach code only through ``hydra.utils.instantiate``.
+``run_training`` is the in-process entry point (the check and the tests call it without Hydra's CLI); this module
+owns the run lifecycle (reuse, resume, fit, summaries). Objects are built by ``ptforget.build``, configs are
+validated by ``ptforget.validate``.
 """
 
 from __future__ import annotations
@@ -11,28 +12,21 @@ import json
 import logging
 import os
 import random
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
+from ptforget import build
 from ptforget.io import read_json, write_csv, write_json
 
 log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
 NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every")
-LOGGERS = ("csv", "wandb", "none")
-#: keys of a group config that describe it rather than its constructor
-RESERVED_KEYS = ("default_lr", "default_schedule")
 
 
 def config_hash(cfg: DictConfig | dict, **replace: Any) -> str:
@@ -51,98 +45,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def quiet_lightning() -> None:
-    """Lightning's start-up banners are noise for many tiny runs."""
-    import lightning  # noqa: F401  (its import sets these loggers to INFO: import first, then quiet them)
-
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=".*LitLogger.*")
-    warnings.filterwarnings("ignore", message=".*litlogger.*")
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-
-
-def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """instantiate() that surfaces our ConfigError instead of Hydra's wrapper."""
-    spec = OmegaConf.to_container(node, resolve=True)
-    node = OmegaConf.create({k: v for k, v in spec.items() if k not in RESERVED_KEYS})
-    try:
-        factory = instantiate(node, _partial_=True, _convert_="all")
-    except InstantiationException as err:
-        _reraise(err, node, key)
-    try:
-        return factory(**kwargs)  # objects (the task) are passed here so OmegaConf never converts them
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            bad = str(err).split("'")[-2] if "'" in str(err) else "?"
-            raise ConfigError(f"{key}.{bad}", "<given>", f"a key accepted by {node.get('_target_')}") from None
-        raise
-
-
-def _reraise(err: InstantiationException, node: DictConfig, key: str) -> None:
-    cause = err.__cause__
-    if isinstance(cause, ConfigError):
-        raise cause from None
-    raise err
-
-
-def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """(task, generator, objective) from the config, validated."""
-    task = _instantiate(cfg.task, "task")
-    generator = _instantiate(cfg.generator, "generator", task=task)
-    objective = _instantiate(cfg.objective, "objective")
-    return task, generator, objective
-
-
-def validate_top(cfg: DictConfig) -> None:
-    for key, value, lo in (("seed", cfg.get("seed"), 0), ("threads", cfg.get("threads"), 1),
-                           ("trainer.max_steps", cfg.trainer.max_steps, 1), ("seeds", cfg.get("seeds", 1), 1)):
-        check(is_int(value, lo), key, value, f"an integer >= {lo}")
-    check_choice(cfg.logger.kind, "logger.kind", LOGGERS)
-    ce = cfg.get("checkpoint_every", 0)
-    check(is_int(ce, 0), "checkpoint_every", ce, "an integer >= 0 (0 disables resume checkpoints)")
-    check(isinstance(cfg.get("compile", False), bool), "compile", cfg.get("compile"), "true or false")
-    grad_clip_config(cfg)
-
-
-def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
-    """The optimizer config with ``lr``/``schedule`` null resolved to the generator family's defaults."""
-    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    if opt.get("lr") is None:
-        opt["lr"] = cfg.generator.get("default_lr", 0.01)
-    if opt.get("schedule") is None:
-        opt["schedule"] = cfg.generator.get("default_schedule", "constant")
-    return opt
-
-
-def make_logger(cfg: DictConfig, run_dir: Path) -> Any:
-    kind = cfg.logger.kind
-    if kind == "none":
-        return False
-    if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="", version="lightning")
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_DIR", str(run_dir))
-    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / ".wandb-cache"))
-    mode = cfg.logger.get("mode", "offline")
-    check_choice(mode, "logger.mode", ("offline", "online", "disabled"))
-    os.environ.setdefault("WANDB_MODE", mode)
-    return _wandb_logger(cfg, run_dir, mode)
-
-
-def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    run = wandb.init(project=cfg.logger.project, group=cfg.logger.get("group"), entity=cfg.logger.get("entity"),
-                     dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg, resolve=True),
-                     reinit="finish_previous")
-    return WandbLogger(experiment=run)
-
-
 def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True) -> dict[str, Any]:
     """Train one configuration and write trajectory.csv / summary.json into ``run_dir``; return the summary.
 
@@ -152,6 +54,8 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True
     objectives train them together (``SeedEnsemble``), the others one after another. Returns the summary of the
     run, or for S > 1 the ensemble summary with every member's summary under ``members``.
     """
+    from ptforget.validate import validate_top
+
     run_dir = Path(run_dir)
     validate_top(cfg)
     seeds = int(cfg.get("seeds", 1))
@@ -159,10 +63,10 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True
     if finished is not None:
         log.info("skipping %s: already %s", run_dir, finished.get("status"))
         return finished
-    quiet_lightning()
+    build.quiet_lightning()
     torch.set_num_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
-    task, generator, objective = build(cfg)
+    task, generator, objective = build.build(cfg)
     if seeds > 1 and not objective.batchable:
         return _sequential_seeds(cfg, run_dir, reuse)
     seed_everything(int(cfg.seed))  # pretraining used its own seed; post-training starts from this one
@@ -213,75 +117,24 @@ def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]
     return {**summary, "members": members}
 
 
-#: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)
-CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
-
-
-def grad_clip_config(cfg: DictConfig) -> tuple[float | None, str]:
-    """(max norm or value, 'norm' | 'value') from ``trainer.gradient_clip_val`` / ``gradient_clip_algorithm``."""
-    val = cfg.trainer.get("gradient_clip_val")
-    algo = cfg.trainer.get("gradient_clip_algorithm") or "norm"
-    check_choice(algo, "trainer.gradient_clip_algorithm", ("norm", "value"))
-    check(val is None or (is_number(val) and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
-    return (float(val) if val is not None else None), algo
-
-
-def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
-    """The Lightning Trainer of a run: one epoch of chunks (the step budget is the module's), no Lightning
-    checkpoints (ours are ``last.ckpt``), no validation loop."""
-    import lightning as L
-
-    return L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     limit_val_batches=0, max_epochs=1, max_steps=-1, **_trainer_kwargs(cfg))
-
-
-def _trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    """Trainer options from the config; the step budget is ours (chunks), the progress bar is automatic."""
-    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
-    for key in ("max_steps", *CLIP_KEYS):
-        kw.pop(key, None)
-    acc = kw.pop("accumulate_grad_batches", 1)
-    check(acc == 1, "trainer.accumulate_grad_batches", acc,
-          "1 (every step draws fresh samples: raise objective.batch for a larger batch)")
-    if kw.get("enable_progress_bar") is None:
-        kw["enable_progress_bar"] = sys.stderr.isatty() and not os.environ.get("CI") and not cfg.quiet
-    if kw["enable_progress_bar"]:
-        from lightning.pytorch.callbacks import RichProgressBar
-
-        kw["callbacks"] = [RichProgressBar(leave=False)]
-    if kw.get("devices", 1) == 1 and kw.get("accelerator") in ("auto", "gpu", "cuda") and \
-            torch.cuda.device_count() > 1:
-        kw["devices"] = [_job_number() % torch.cuda.device_count()]  # parallel sweep jobs spread over the GPUs
-    return kw
-
-
-def _job_number() -> int:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return int(HydraConfig.get().job.num or 0)
-    except Exception:
-        return 0
-
-
 def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: Any, reuse: bool) -> dict[str, Any]:
     from ptforget.module import PostTrainModule
 
     seeds = int(cfg.get("seeds", 1))
     max_steps = int(cfg.trainer.max_steps)
     ckpt = run_dir / "last.ckpt"
-    module = PostTrainModule(generator, objective, task, optimizer_config(cfg), eval_every=int(cfg.eval_every),
+    module = PostTrainModule(generator, objective, task, build.optimizer_config(cfg), eval_every=int(cfg.eval_every),
                              n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
                              checkpoint_every=int(cfg.get("checkpoint_every", 0)),
-                             compile=bool(cfg.get("compile", False)), grad_clip=grad_clip_config(cfg))
+                             compile=bool(cfg.get("compile", False)), grad_clip=build.grad_clip_config(cfg))
     run_hash = config_hash(cfg)
     module.checkpoint_meta = {"config_hash": run_hash}
     state = _load_checkpoint(ckpt, run_hash) if reuse else None
     if state is not None:
         module.resume_from(state)
         log.info("resuming %s from step %d", run_dir, module.step)
-    logger = make_logger(cfg, run_dir)
-    trainer = make_trainer(cfg, logger)
+    logger = build.make_logger(cfg, run_dir)
+    trainer = build.make_trainer(cfg, logger)
     loader = torch.utils.data.DataLoader(range(module.start_chunk, module.n_chunks), batch_size=None)
     t0 = time.perf_counter()
     status, reason = "complete", ""
@@ -289,16 +142,16 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
         trainer.fit(module, loader)
     except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit after its shutdown
         _write_members(cfg, run_dir, module, "interrupted", type(err).__name__, time.perf_counter() - t0)
-        _finish_logger(logger)
+        build.finish_logger(logger)
         raise
     except Exception as err:  # record the failure, then re-raise
         _write_members(cfg, run_dir, module, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0)
-        _finish_logger(logger)
+        build.finish_logger(logger)
         raise
     summary = _write_members(cfg, run_dir, module, status, reason, time.perf_counter() - t0)
     if status == "complete":
         ckpt.unlink(missing_ok=True)
-    _finish_logger(logger)
+    build.finish_logger(logger)
     return summary
 
 
@@ -337,13 +190,6 @@ def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, rea
         write_outputs(run_dir / f"seed{first + k}", module.histories[k], summary)
         out.append(summary)
     return _write_ensemble(cfg, run_dir, out, batched=True, wall=wall)
-
-
-def _finish_logger(logger: Any) -> None:
-    if logger and type(logger).__name__ == "WandbLogger":
-        import wandb
-
-        wandb.finish()
 
 
 def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: float,

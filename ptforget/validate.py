@@ -1,4 +1,4 @@
-"""Pre-flight validation: reject a bad config with one ConfigError before anything is written.
+"""Validation, the one owner: reject a bad config with one ConfigError before anything is written.
 
 ``preflight(cfg)`` checks a composed train config cheaply: the top-level keys, every number (no NaN/inf), the
 optimizer, the Lightning trainer arguments, the task, generator and objective (constructed as a run would, but
@@ -23,6 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ptforget import build
 from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
 
 #: accelerators a run may ask for (Lightning's names); whether the device exists is checked where the job runs
@@ -36,16 +37,14 @@ BUILT_GROUPS = ("task", "generator", "objective")
 
 def preflight(cfg: DictConfig) -> None:
     """Validate a composed train config; raise ConfigError (key, value, what is allowed) on the first problem."""
-    from ptforget import train
-
     container = resolved(cfg)
-    train.validate_top(cfg)
+    validate_top(cfg)
     check_finite(container)
     validate_loop(cfg)
     validate_logger(cfg)
     task, generator, objective = build_light(cfg)
     objective.validate(generator, task)
-    validate_optimizer(cfg)  # these two import Lightning (seconds): after the cheap checks
+    validate_optimizer(build.optimizer_config(cfg))  # these two import Lightning (seconds): after the cheap checks
     validate_trainer(cfg)
     check_writable_dir(container["paths"]["output_dir"], "paths.output_dir")
     gen = container.get("generator") or {}
@@ -109,6 +108,18 @@ def check_finite(container: dict[str, Any]) -> None:
 
 
 
+def validate_top(cfg: DictConfig) -> None:
+    """The top-level keys of a train config (seeds, threads, step budget, logger, checkpoints, clipping)."""
+    for key, value, lo in (("seed", cfg.get("seed"), 0), ("threads", cfg.get("threads"), 1),
+                           ("trainer.max_steps", cfg.trainer.max_steps, 1), ("seeds", cfg.get("seeds", 1), 1)):
+        check(is_int(value, lo), key, value, f"an integer >= {lo}")
+    check_choice(cfg.logger.kind, "logger.kind", build.LOGGERS)
+    ce = cfg.get("checkpoint_every", 0)
+    check(is_int(ce, 0), "checkpoint_every", ce, "an integer >= 0 (0 disables resume checkpoints)")
+    check(isinstance(cfg.get("compile", False), bool), "compile", cfg.get("compile"), "true or false")
+    build.grad_clip_config(cfg)
+
+
 def validate_loop(cfg: DictConfig) -> None:
     ev, n_eval = cfg.get("eval_every"), cfg.get("n_eval")
     check(is_int(ev, 1), "eval_every", ev, "an integer >= 1")
@@ -119,23 +130,30 @@ def validate_loop(cfg: DictConfig) -> None:
 def validate_logger(cfg: DictConfig) -> None:
     if cfg.logger.kind != "wandb":
         return
-    check_choice(cfg.logger.get("mode", "offline"), "logger.mode", ("offline", "online", "disabled"))
+    check_choice(cfg.logger.get("mode", "offline"), "logger.mode", build.WANDB_MODES)
     check(importlib.util.find_spec("wandb") is not None, "logger.kind", "wandb",
           "'csv' or 'none' (wandb is not installed: pip install 'ptforget[wandb]')")
 
 
-def validate_optimizer(cfg: DictConfig) -> None:
-    from ptforget.module import validate_optimizer as validate_opt
-    from ptforget.train import optimizer_config
-
-    validate_opt(optimizer_config(cfg))
+def validate_optimizer(cfg: dict[str, Any]) -> None:
+    """An optimizer config (``build.optimizer_config``): name, lr, schedule, momentum, weight decay, betas."""
+    check_choice(cfg.get("name", "adam"), "optimizer.name", build.OPTIMIZERS)
+    lr = cfg.get("lr")
+    check(is_number(lr) and lr > 0, "optimizer.lr", lr, "a finite number > 0")
+    check_choice(cfg.get("schedule", "constant"), "optimizer.schedule", build.SCHEDULES)
+    mom = cfg.get("momentum", 0.0)
+    check(is_number(mom) and 0 <= mom < 1, "optimizer.momentum", mom, "a number in [0, 1)")
+    wd = cfg.get("weight_decay", 0.0)
+    check(is_number(wd) and wd >= 0, "optimizer.weight_decay", wd, "a finite number >= 0")
+    if cfg.get("name", "adam") == "adam":
+        betas = cfg.get("betas", [0.9, 0.999])
+        check(isinstance(betas, list | tuple) and len(betas) == 2 and all(is_number(b) and 0 <= b < 1 for b in betas),
+              "optimizer.betas", betas, "two numbers in [0, 1), e.g. [0.9,0.999]")
 
 
 def validate_trainer(cfg: DictConfig) -> None:
     """Construct the Lightning Trainer as a run would (nothing is written); its complaint names the key."""
-    from ptforget import train
-
-    train.quiet_lightning()
+    build.quiet_lightning()
     accel = cfg.trainer.get("accelerator", "auto")
     check_choice(accel, "trainer.accelerator", ACCELERATORS)
     # The devices themselves are checked where the run executes: a SLURM/submitit sweep is launched from a host
@@ -145,7 +163,7 @@ def validate_trainer(cfg: DictConfig) -> None:
         on_cpu.trainer.accelerator = "cpu"
         on_cpu.trainer.devices = 1
     try:
-        train.make_trainer(on_cpu)
+        build.make_trainer(on_cpu)
     except ConfigError:
         raise
     except Exception as err:  # Lightning raises TypeError/ValueError/MisconfigurationException
@@ -164,21 +182,12 @@ def validate_trainer(cfg: DictConfig) -> None:
 
 # ---------------------------------------------------------------------------------------------- construction
 def build_light(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """(task, generator, objective) as ``train.build`` makes them, but with pretraining and its cache off."""
-    from ptforget.train import _instantiate
-
-    light = OmegaConf.to_container(cfg, resolve=True)
-    gen = light.get("generator") or {}
-    if "pretrain" in gen:
-        pre = gen.get("pretrain")
-        validate_pretrain(pre)
-        gen["pretrain"] = {**(pre or {}), "steps": 0}
-    if "cache_dir" in gen:
-        gen["cache_dir"] = None
-    light = OmegaConf.create(light)
-    task = _construct(light, "task", _instantiate)
-    generator = _construct(light, "generator", _instantiate, task=task)
-    objective = _construct(light, "objective", _instantiate)
+    """(task, generator, objective) as ``build.build`` makes them, but with pretraining and its cache off."""
+    validate_pretrain((OmegaConf.to_container(cfg.generator, resolve=True) or {}).get("pretrain"))
+    light = build.without_pretraining(cfg)
+    task = _construct(light, "task")
+    generator = _construct(light, "generator", task=task)
+    objective = _construct(light, "objective")
     for group in BUILT_GROUPS:  # values a constructor let through but that have the wrong type
         check_types(light[group], group)
     return task, generator, objective
@@ -195,38 +204,26 @@ def validate_pretrain(pre: Any) -> None:
         check(is_number(pre["lr"]) and pre["lr"] > 0, "generator.pretrain.lr", pre["lr"], "a finite number > 0")
 
 
-def _construct(light: DictConfig, group: str, instantiate: Any, **kwargs: Any) -> Any:
+def _construct(light: DictConfig, group: str, **kwargs: Any) -> Any:
     node = light.get(group)
     check(isinstance(node, DictConfig) and "_target_" in node, group, node, "a config group with a _target_")
     check_keys(node, group, passed=tuple(kwargs))
     try:
-        return instantiate(node, group, **kwargs)
+        return build.instantiate_group(node, group, **kwargs)
     except ConfigError:
         raise
     except Exception as err:  # a constructor tripped over a value of the wrong type: name it if we can
         check_types(node, group)
         msg = " ".join(str(err).split())
-        if _target(node) is None:
+        if build.target_class(node) is None:
             raise ConfigError(f"{group}._target_", node.get("_target_"), "an importable class") from None
         raise ConfigError(group, OmegaConf.to_container(node, resolve=True),
                           f"values accepted by {node.get('_target_')} ({type(err).__name__}: {msg})") from None
 
 
-def _target(node: DictConfig) -> Any:
-    """The class or function a group's ``_target_`` names (imported as instantiate would), or None."""
-    from hydra._internal.utils import _locate
-
-    try:
-        return _locate(str(node.get("_target_")))
-    except Exception:
-        return None
-
-
 def check_keys(node: DictConfig, group: str, passed: tuple[str, ...] = ()) -> None:
     """Every key of a group must be an argument of its constructor (a clearer message than the TypeError)."""
-    from ptforget.train import RESERVED_KEYS
-
-    target = _target(node)
+    target = build.target_class(node)
     if target is None:
         return
     try:
@@ -237,7 +234,7 @@ def check_keys(node: DictConfig, group: str, passed: tuple[str, ...] = ()) -> No
         return
     allowed = [k for k in params if k not in passed and not k.startswith("_") and k != "self"]
     for key in node:
-        if str(key).startswith("_") or key in RESERVED_KEYS or key in params:
+        if str(key).startswith("_") or key in build.RESERVED_KEYS or key in params:
             continue
         value = OmegaConf.to_container(node, resolve=True)[key]
         raise ConfigError(f"{group}.{key}", value,
@@ -246,7 +243,7 @@ def check_keys(node: DictConfig, group: str, passed: tuple[str, ...] = ()) -> No
 
 def check_types(node: DictConfig, group: str) -> None:
     """Each key of a group must match the type annotation of its constructor's argument."""
-    target = _target(node)
+    target = build.target_class(node)
     try:
         hints = typing.get_type_hints(target.__init__ if isinstance(target, type) else target)
     except Exception:
@@ -326,3 +323,34 @@ def check_writable_dir(path: Any, key: str) -> None:
     except OSError:
         ok = False
     check(ok, key, str(path), "a writable directory (or one that can be created)")
+
+
+# ---------------------------------------------------------------------------------------------- other entry points
+def validate_theory(cfg: DictConfig) -> None:
+    """A ptforget-theory config: finite numbers, the task (its own checks name the key), the theory fields."""
+    from ptforget.bridge import theory_config
+
+    container = resolved(cfg)
+    check_finite(container)
+    build.instantiate_group(cfg.task, "task")
+    try:
+        theory_config(cfg)
+    except (TypeError, ValueError) as err:
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError("theory", OmegaConf.to_container(cfg.get("theory") or {}), str(err)) from None
+    check_writable_dir(str(Path(container["output"]).parent), "output")
+
+
+def validate_check(cfg: DictConfig) -> None:
+    """A ptforget-check config: threads, the profile's counts, the claims, the reporting options, the output dir."""
+    from ptforget.check import validate_check_config
+
+    container = resolved(cfg)
+    check_finite(container)
+    threads = cfg.get("threads", 1)
+    check(is_int(threads, 1), "threads", threads, "an integer >= 1")
+    validate_check_config(cfg)
+    check_choice(cfg.get("report_to", "none"), "report_to", ("none", "wandb"))
+    check_choice(cfg.get("wandb_mode", "offline"), "wandb_mode", build.WANDB_MODES)
+    check_writable_dir(container["paths"]["output_dir"], "paths.output_dir")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ptforget import cli
+from ptforget import cli, validate
 from ptforget.errors import ConfigError
 
 GROUPS = "one of 'flow', 'gmm', 'mdn', 'realnvp'"
@@ -103,7 +103,7 @@ def _argv(line: str, tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize(("line", "key", "value"), TRAIN_CASES, ids=[c[0] for c in TRAIN_CASES])
 def test_train_command_line_is_refused_naming_key_and_value(line, key, value, tmp_path):
     with pytest.raises(ConfigError) as err:
-        cli.preflight_argv(_argv(line, tmp_path), "train", cli.validate_train)
+        cli.preflight_argv(_argv(line, tmp_path), "train", validate.preflight)
     msg = str(err.value)
     assert err.value.key == key, msg
     assert f"{key}=" in msg and value in msg and "; allowed: " in msg, msg
@@ -112,20 +112,20 @@ def test_train_command_line_is_refused_naming_key_and_value(line, key, value, tm
 
 def test_unknown_group_option_lists_the_options():
     with pytest.raises(ConfigError) as err:
-        cli.preflight_argv(["generator=foo"], "train", cli.validate_train)
+        cli.preflight_argv(["generator=foo"], "train", validate.preflight)
     assert str(err.value) == f"invalid config: generator='foo'; allowed: {GROUPS}"
 
 
 def test_unknown_key_lists_the_keys_of_its_node():
     with pytest.raises(ConfigError) as err:
-        cli.preflight_argv(["task.foo=1"], "train", cli.validate_train)
+        cli.preflight_argv(["task.foo=1"], "train", validate.preflight)
     assert "'beta_star'" in err.value.allowed and "'delta'" in err.value.allowed
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc")
 def test_output_dir_that_cannot_be_created():
     with pytest.raises(ConfigError) as err:
-        cli.preflight_argv(["paths.output_dir=/proc/forbidden/x"], "train", cli.validate_train)
+        cli.preflight_argv(["paths.output_dir=/proc/forbidden/x"], "train", validate.preflight)
     assert err.value.key == "paths.output_dir" and "/proc/forbidden/x" in str(err.value)
 
 
@@ -142,9 +142,9 @@ OTHER_CASES = [
 
 @pytest.mark.parametrize(("entry", "line", "key", "value"), OTHER_CASES, ids=[f"{c[0]}:{c[1]}" for c in OTHER_CASES])
 def test_theory_and_check_command_lines_are_refused(entry, line, key, value):
-    validate = {"theory": cli.validate_theory, "check": cli.validate_check}[entry]
+    validator = {"theory": validate.validate_theory, "check": validate.validate_check}[entry]
     with pytest.raises(ConfigError) as err:
-        cli.preflight_argv(line.split(), entry, validate)
+        cli.preflight_argv(line.split(), entry, validator)
     assert err.value.key == key and value in str(err.value)
 
 
@@ -174,7 +174,7 @@ def test_entry_points_print_one_line_and_exit_2(main, line, monkeypatch, capsys)
     ("+trainer.gradient_clip_val=0.5 seeds=4", 1),
 ])
 def test_good_command_lines_pass(line, n_configs):
-    assert cli.preflight_argv(line.split(), "train", cli.validate_train) == n_configs
+    assert cli.preflight_argv(line.split(), "train", validate.preflight) == n_configs
 
 
 # ---------------------------------------------------------------------------------------------- real processes

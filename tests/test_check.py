@@ -71,7 +71,7 @@ def test_unknown_claim_is_refused(tmp_path):
 
 
 EXPERIMENTS = sorted(
-    p.stem for p in (Path(__file__).resolve().parents[1] / "ptforget/conf/experiment").glob("*.yaml")
+    p.stem for p in (Path(__file__).resolve().parents[1] / "conf/experiment").glob("*.yaml")
     if p.stem != "chen2025"  # carries parameters for its own loop; tested below
 )
 

@@ -9,8 +9,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigAttributeError
 
+from ptforget.build import build, optimizer_config
 from ptforget.errors import ConfigError
-from ptforget.train import build, optimizer_config
 from tests.conftest import compose_cfg
 
 CONF = Path(__file__).resolve().parents[1] / "ptforget" / "conf"

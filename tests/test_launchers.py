@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
-# the launcher configs share their names with the plugins' schemas on purpose (see ptforget/conf/__init__.py)
+# the launcher configs share their names with the plugins' schemas on purpose (see conf/__init__.py)
 pytestmark = pytest.mark.filterwarnings(r"ignore:\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 
 TRAIN = Path(sys.executable).parent / "ptforget-train"
@@ -114,7 +114,7 @@ def test_sweep_through_launcher(launcher: list[str], seeds: list[int], tmp_path:
         out, err = proc.communicate()
         pytest.fail(f"sweep timed out: {' '.join(cmd)}\n{out[-2000:]}\n{err[-2000:]}")
     assert proc.returncode == 0, out[-3000:] + err[-3000:]
-    assert "validated against ConfigStore schema" not in err  # filtered in ptforget/conf/__init__.py
+    assert "validated against ConfigStore schema" not in err  # filtered in conf/__init__.py
 
     run_dirs = sorted(p.parent for p in sweep.glob("*/.hydra"))
     assert [d.name for d in run_dirs] == [str(i) for i in range(len(seeds))]

@@ -126,9 +126,6 @@ def test_a_diverging_member_stops_alone(tmp_path):
     from ptforget.module import PostTrainModule
 
     cfg = compose_cfg("objective=rkl", "seeds=3", "trainer.max_steps=40", "eval_every=10")
-    from ptforget.train import _fit, build
-
-    task, gen, obj = build(cfg)
     orig = PostTrainModule._optimizer_step
 
     def poisoned(self):
@@ -139,7 +136,7 @@ def test_a_diverging_member_stops_alone(tmp_path):
 
     PostTrainModule._optimizer_step = poisoned
     try:
-        s = _fit(cfg, tmp_path, task, gen, obj, reuse=False)
+        s = run_training(cfg, tmp_path, reuse=False)
     finally:
         PostTrainModule._optimizer_step = orig
     status = {m["seed"]: (m["status"], m["diverged_step"]) for m in s["members"]}
@@ -174,8 +171,8 @@ def test_batched_members_are_projected_like_solo_runs(tmp_path):
 def test_ensemble_follows_its_module_when_moved(family):
     """Moving the module (a dtype move here, standing in for a device move) replaces the template's buffers;
     the vmapped calls must use the moved ones (review finding: a stale CPU copy would break every GPU run)."""
+    from ptforget.build import build, optimizer_config
     from ptforget.module import PostTrainModule
-    from ptforget.train import build, optimizer_config
 
     extra = ("generator.pretrain.steps=0",) if family == "mdn" else ()
     cfg = compose_cfg(f"generator={family}", "objective=fkl", "seeds=2", *extra)
@@ -199,8 +196,8 @@ def test_member_hashes_name_their_ensemble(tmp_path):
 
 def test_batched_gradient_clipping_is_per_member():
     """Each member's gradient is clipped by its own norm, exactly as clip_grad_norm_ clips a solo run's."""
+    from ptforget.build import build, optimizer_config
     from ptforget.module import PostTrainModule
-    from ptforget.train import build, optimizer_config
 
     cfg = compose_cfg("objective=fkl", "seeds=3")
     task, gen, obj = build(cfg)

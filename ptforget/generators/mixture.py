@@ -24,22 +24,13 @@ import torch
 from torch import Tensor, nn
 
 from ptforget.errors import check, check_choice
-from ptforget.generators.base import Generator, gaussian_log_prob, region_stats
+from ptforget.gaussian import gaussian_log_prob
+from ptforget.generators.base import Generator, region_stats
 from ptforget.tasks import TwoModeTask
+from ptforget.theory.population import lr_multipliers
 
 WEIGHTS = ("logit", "direct")
 COVARIANCES = ("fixed", "diag", "full")
-GROUPS = ("weight", "old", "new")
-
-
-def lr_multipliers(lr_mult: dict[str, float] | None) -> dict[str, float]:
-    """Validated per-group learning-rate multipliers with defaults 1."""
-    out = {g: 1.0 for g in GROUPS}
-    for k, v in dict(lr_mult or {}).items():
-        check_choice(k, "generator.lr_mult", GROUPS)
-        check(math.isfinite(float(v)) and float(v) >= 0, f"generator.lr_mult.{k}", v, "a finite number >= 0")
-        out[k] = float(v)
-    return out
 
 
 class GaussianMixture(Generator):
@@ -77,7 +68,7 @@ class GaussianMixture(Generator):
               f"a number in (0, {0.5 / components:g})")
         self.K, self.dim = components, task.dim
         self.weight_mode, self.cov_mode = weight, covariance
-        self.lr_mult = lr_multipliers(lr_mult)
+        self.lr_mult = lr_multipliers(lr_mult, key="generator.lr_mult")
         self.weight_clip = weight_clip
 
         q0 = task.q0_params()

@@ -34,6 +34,12 @@ class Objective:
         self.batch = batch
         self.task: TwoModeTask | None = None
 
+    @classmethod
+    def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
+        """The TheoryConfig fields this objective's config sets (``spec``: its resolved config group; ``steps``:
+        the run's optimizer steps). The bridge to ``ptforget.theory`` asks the objective, never its name."""
+        return {}
+
     def validate(self, generator: Generator, task: TwoModeTask) -> None:
         """Check the objective against the generator family and task before anything runs."""
 

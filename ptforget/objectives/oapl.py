@@ -81,6 +81,14 @@ class OAPL(Objective):
         self.lag, self.reward = lag, reward
         self.n_syncs = 0
 
+    @classmethod
+    def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"tau": float(spec.get("beta1", 1.0))}
+        lag = spec.get("lag", 100)
+        if lag is not None and lag not in ("inf", ".inf") and not (isinstance(lag, float) and math.isinf(lag)):
+            out["refreshes"] = int(steps) // int(lag)
+        return out
+
     def setup(self, generator: Generator, task: TwoModeTask) -> None:
         super().setup(generator, task)
         self.q_lag = frozen_copy(generator)

@@ -64,6 +64,10 @@ class _Replay:
     batch: int
     task: TwoModeTask | None
 
+    @classmethod
+    def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
+        return {"replay": float(spec.get("lam", 0.1)), "replay_source": spec.get("source", "p_old")}
+
     def _init_replay(self, lam: float, source: str, buffer: int | None, mode: str) -> None:
         self.lam = _check_lam(lam)
         check_choice(source, "objective.source", SOURCES)

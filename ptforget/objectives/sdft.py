@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 
 from ptforget.errors import check, check_choice
-from ptforget.generators.base import Generator, gaussian_log_prob
+from ptforget.gaussian import gaussian_log_prob
+from ptforget.generators.base import Generator
 from ptforget.generators.mdn import MixtureDensityNetwork
 from ptforget.generators.mixture import GaussianMixture
 from ptforget.objectives.base import Objective, ema_update_, frozen_copy, resolve_estimator, score_surrogate
@@ -124,6 +125,13 @@ class SDFT(Objective):
         self.direction, self.estimator = direction, estimator
         self.demos, self.kappa, self.demo_pool = demos, float(kappa), demo_pool
         self.n_syncs = 0
+
+    @classmethod
+    def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
+        if spec.get("teacher", "anchor") != "anchor":
+            return {}
+        return {"sdft_lam": float(spec.get("lam", 0.1)),
+                "sdft_anchor": {"star": "p_star", "new": "p_new"}[spec.get("anchor", "star")]}
 
     # ------------------------------------------------------------------ set-up
     def validate(self, generator: Generator, task: TwoModeTask) -> None:

@@ -204,6 +204,13 @@ class TTTDiscover(Objective):
         self.kl_budget, self.lam, self.reuse = float(kl_budget), float(lam), opts
         self.archive: PUCTArchive | None = None
 
+    @classmethod
+    def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
+        out: dict[str, Any] = {"lam": float(spec.get("lam", 0.0))}
+        if not isinstance(spec.get("beta", "adaptive"), str):
+            out["gamma"] = float(spec["beta"])
+        return out
+
     def setup(self, generator: Generator, task: TwoModeTask) -> None:
         super().setup(generator, task)
         self.q0 = frozen_copy(generator)

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ptforget.errors import ConfigError, check_choice
+
 from ._quadrature import LOG_SQRT_2PI, composite_gauss_legendre, gauss_hermite_lebesgue
 
 OBJECTIVES = ("fkl", "rkl")
@@ -75,13 +77,6 @@ def check_replay(replay: Any) -> float:
     return float(replay)
 
 
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """Validate a name against its allowed values."""
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value
-
-
 def check_dim(dim: Any) -> int:
     """Validate a data dimension (integer >= 1)."""
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -96,13 +91,19 @@ def check_positive(value: Any, name: str) -> float:
     return float(value)
 
 
-def lr_multipliers(lr_mult: Mapping[str, float] | None, train_means: bool = True) -> dict[str, float]:
-    """Per-group step multipliers {weight, old, new} (default 1); train_means=False zeroes the mean groups."""
+def lr_multipliers(lr_mult: Mapping[str, float] | None, train_means: bool = True,
+                   key: str = "lr_mult") -> dict[str, float]:
+    """Per-group step multipliers {weight, old, new} (default 1); train_means=False zeroes the mean groups.
+
+    The one definition for the theory engine and the mixture generators (``key`` names the config key in errors).
+    """
     out = {g: 1.0 for g in GROUPS}
+    if lr_mult is not None and not isinstance(lr_mult, Mapping):
+        raise ConfigError(key, lr_mult, "a mapping of weight / old / new to numbers >= 0, or null")
     for k, v in (lr_mult or {}).items():
-        check_choice(k, "lr_mult key", GROUPS)
-        if not _finite(v) or float(v) < 0:
-            raise ValueError(f"lr_mult[{k!r}] must be a finite number >= 0, got {v!r}")
+        check_choice(k, key, GROUPS)
+        if isinstance(v, bool) or not _finite(v) or float(v) < 0:
+            raise ConfigError(f"{key}.{k}", v, "a finite number >= 0")
         out[k] = float(v)
     if not train_means:
         out["old"] = out["new"] = 0.0

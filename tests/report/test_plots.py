@@ -9,7 +9,7 @@ import matplotlib
 import numpy as np
 import pytest
 
-from ptforget import plots
+from ptforget import plots, stats
 from tests.report.conftest import is_png
 
 
@@ -38,7 +38,7 @@ def test_mean_band_matches_mean_ci() -> None:
     xs, m, lo, hi = plots.mean_band(curves)
     assert list(xs) == [0, 1, 2]
     assert m == pytest.approx([2.0, 3.0, 3.0])
-    half = plots.mean_ci([1.0, 3.0, 2.0])["ci"]
+    half = stats.mean_ci([1.0, 3.0, 2.0])["ci"]
     assert lo[0] == pytest.approx(2.0 - half) and hi[0] == pytest.approx(2.0 + half)
     assert lo[2] == hi[2] == 3.0  # a single curve at step 2: no band
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ptforget import report
+from ptforget import report, stats
 from tests.report.conftest import FINAL_OLD_MASS, is_png
 
 
@@ -21,29 +21,29 @@ def _t975_df2() -> float:
 
 
 def test_t_quantile_closed_forms() -> None:
-    assert report.t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
-    assert report.t_quantile(0.975, 2) == pytest.approx(_t975_df2(), rel=1e-9)
-    assert report.t_quantile(0.5, 7) == 0.0
-    assert report.t_quantile(0.025, 5) == pytest.approx(-report.t_quantile(0.975, 5), rel=1e-12)
+    assert stats.t_quantile(0.975, 1) == pytest.approx(math.tan(math.pi * 0.475), rel=1e-9)
+    assert stats.t_quantile(0.975, 2) == pytest.approx(_t975_df2(), rel=1e-9)
+    assert stats.t_quantile(0.5, 7) == 0.0
+    assert stats.t_quantile(0.025, 5) == pytest.approx(-stats.t_quantile(0.975, 5), rel=1e-12)
 
 
 def test_t_quantile_matches_scipy() -> None:
-    stats = pytest.importorskip("scipy.stats")
+    scipy_stats = pytest.importorskip("scipy.stats")
     for df in [*range(1, 41), 2.5, 60, 100, 1000, 1e5]:
         for p in (0.6, 0.9, 0.95, 0.975, 0.995, 0.9995, 0.025):
-            assert report.t_quantile(p, df) == pytest.approx(stats.t.ppf(p, df), rel=1e-8, abs=1e-10), (p, df)
-    assert report.t_quantile(0.975, math.inf) == pytest.approx(stats.norm.ppf(0.975), rel=1e-9)
+            assert stats.t_quantile(p, df) == pytest.approx(scipy_stats.t.ppf(p, df), rel=1e-8, abs=1e-10), (p, df)
+    assert stats.t_quantile(0.975, math.inf) == pytest.approx(scipy_stats.norm.ppf(0.975), rel=1e-9)
 
 
 def test_t_quantile_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
-        report.t_quantile(1.0, 3)
+        stats.t_quantile(1.0, 3)
     with pytest.raises(ValueError):
-        report.t_quantile(0.9, 0)
+        stats.t_quantile(0.9, 0)
 
 
 def test_mean_ci_small_samples() -> None:
-    st = report.mean_ci([0.1, 0.2, 0.4])
+    st = stats.mean_ci([0.1, 0.2, 0.4])
     mean = 0.7 / 3
     sd = math.sqrt(((0.1 - mean) ** 2 + (0.2 - mean) ** 2 + (0.4 - mean) ** 2) / 2)
     assert st["n"] == 3
@@ -51,9 +51,9 @@ def test_mean_ci_small_samples() -> None:
     assert st["std"] == pytest.approx(sd)
     assert st["ci"] == pytest.approx(_t975_df2() * sd / math.sqrt(3))
     assert st["lo"] == pytest.approx(mean - st["ci"]) and st["hi"] == pytest.approx(mean + st["ci"])
-    one = report.mean_ci([0.3, math.nan, None])
+    one = stats.mean_ci([0.3, math.nan, None])
     assert one["n"] == 1 and one["mean"] == 0.3 and math.isnan(one["ci"])
-    assert report.mean_ci([])["n"] == 0 and math.isnan(report.mean_ci([])["mean"])
+    assert stats.mean_ci([])["n"] == 0 and math.isnan(stats.mean_ci([])["mean"])
 
 
 def test_parse_overrides() -> None:

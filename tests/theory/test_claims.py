@@ -2,7 +2,6 @@
 
 import json
 import math
-import time
 
 import numpy as np
 import pytest
@@ -26,13 +25,11 @@ from ptforget.theory.claims import p3_fkl_weight_gradient
 
 @pytest.fixture(scope="module")
 def default_predictions():
-    t0 = time.perf_counter()
-    preds = all_predictions(TheoryConfig())
-    return preds, time.perf_counter() - t0
+    return all_predictions(TheoryConfig())
 
 
 def test_every_claim_runs_and_is_finite(default_predictions):
-    preds, elapsed = default_predictions
+    preds = default_predictions
     assert [p.claim for p in preds] == [f"P{i}" for i in range(1, 18)] == list(CLAIMS)
     for p in preds:
         assert p.quantities, p.claim
@@ -43,11 +40,10 @@ def test_every_claim_runs_and_is_finite(default_predictions):
     assert json.loads(json.dumps(js))["P15"]["quantities"][0]["name"] == "stationary_weight"
     text = format_predictions(preds)
     assert all(f"P{i} " in text for i in range(1, 18))
-    assert elapsed < 20.0
 
 
 def test_default_predictions_obey_their_laws(default_predictions):
-    preds = {p.claim: p for p in default_predictions[0]}
+    preds = {p.claim: p for p in default_predictions}
     assert preds["P1"].value("flow_final_weight") < 0.05
     assert preds["P3"].value("exact_gradient_direct") == pytest.approx(preds["P3"].value("formula_gradient_direct"),
                                                                        rel=1e-8)

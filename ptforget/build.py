@@ -1,0 +1,197 @@
+"""Building a run's objects from a composed config: the task, generator and objective (through Hydra's
+``instantiate``), the optimizer, the logger and the Lightning Trainer. The one owner of object construction:
+validation, the command line and the run lifecycle call these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from ptforget.errors import ConfigError, check, check_choice, is_number
+
+#: keys of a group config that describe it rather than its constructor
+RESERVED_KEYS = ("default_lr", "default_schedule")
+OPTIMIZERS = ("adam", "sgd")
+SCHEDULES = ("constant", "cosine")
+LOGGERS = ("csv", "wandb", "none")
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """instantiate() that surfaces our ConfigError instead of Hydra's wrapper."""
+    spec = OmegaConf.to_container(node, resolve=True)
+    node = OmegaConf.create({k: v for k, v in spec.items() if k not in RESERVED_KEYS})
+    try:
+        factory = instantiate(node, _partial_=True, _convert_="all")
+    except InstantiationException as err:
+        _reraise(err)
+    try:
+        return factory(**kwargs)  # objects (the task) are passed here so OmegaConf never converts them
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            bad = str(err).split("'")[-2] if "'" in str(err) else "?"
+            raise ConfigError(f"{key}.{bad}", "<given>", f"a key accepted by {node.get('_target_')}") from None
+        raise
+
+
+def _reraise(err: InstantiationException) -> None:
+    cause = err.__cause__
+    if isinstance(cause, ConfigError):
+        raise cause from None
+    raise err
+
+
+def target_class(node: DictConfig) -> Any:
+    """The class or function a group's ``_target_`` names (imported as instantiate would), or None."""
+    from hydra._internal.utils import _locate
+
+    try:
+        return _locate(str(node.get("_target_")))
+    except Exception:
+        return None
+
+
+def without_pretraining(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` whose generator skips pretraining and its cache (cheap to build: used by pre-flight)."""
+    light = OmegaConf.to_container(cfg, resolve=True)
+    gen = light.get("generator") or {}
+    if isinstance(gen.get("pretrain"), dict):
+        gen["pretrain"] = {**gen["pretrain"], "steps": 0}
+    if "cache_dir" in gen:
+        gen["cache_dir"] = None
+    return OmegaConf.create(light)
+
+
+def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """(task, generator, objective) from the config, validated by their constructors."""
+    task = instantiate_group(cfg.task, "task")
+    generator = instantiate_group(cfg.generator, "generator", task=task)
+    objective = instantiate_group(cfg.objective, "objective")
+    return task, generator, objective
+
+
+def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
+    """The optimizer config with ``lr``/``schedule`` null resolved to the generator family's defaults."""
+    opt = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    if opt.get("lr") is None:
+        opt["lr"] = cfg.generator.get("default_lr", 0.01)
+    if opt.get("schedule") is None:
+        opt["schedule"] = cfg.generator.get("default_schedule", "constant")
+    return opt
+
+
+def make_logger(cfg: DictConfig, run_dir: Path) -> Any:
+    kind = cfg.logger.kind
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run_dir), name="", version="lightning")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_DIR", str(run_dir))
+    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / ".wandb-cache"))
+    mode = cfg.logger.get("mode", "offline")
+    check_choice(mode, "logger.mode", WANDB_MODES)
+    os.environ.setdefault("WANDB_MODE", mode)
+    return _wandb_logger(cfg, run_dir, mode)
+
+
+def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    run = wandb.init(project=cfg.logger.project, group=cfg.logger.get("group"), entity=cfg.logger.get("entity"),
+                     dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg, resolve=True),
+                     reinit="finish_previous")
+    return WandbLogger(experiment=run)
+
+
+def build_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """Adam or SGD over the generator's parameter groups (their learning-rate multipliers are kept)."""
+    name = check_choice(cfg.get("name", "adam"), "optimizer.name", OPTIMIZERS)
+    if name == "adam":
+        return torch.optim.Adam(params, betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                                weight_decay=float(cfg.get("weight_decay", 0.0)))
+    return torch.optim.SGD(params, momentum=float(cfg.get("momentum", 0.0)),
+                           weight_decay=float(cfg.get("weight_decay", 0.0)))
+
+
+def finish_logger(logger: Any) -> None:
+    if logger and type(logger).__name__ == "WandbLogger":
+        import wandb
+
+        wandb.finish()
+
+
+def quiet_lightning() -> None:
+    """Lightning's start-up banners are noise for many tiny runs."""
+    import lightning  # noqa: F401  (its import sets these loggers to INFO: import first, then quiet them)
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LitLogger.*")
+    warnings.filterwarnings("ignore", message=".*litlogger.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+#: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)
+CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
+
+
+def grad_clip_config(cfg: DictConfig) -> tuple[float | None, str]:
+    """(max norm or value, 'norm' | 'value') from ``trainer.gradient_clip_val`` / ``gradient_clip_algorithm``."""
+    val = cfg.trainer.get("gradient_clip_val")
+    algo = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    check_choice(algo, "trainer.gradient_clip_algorithm", ("norm", "value"))
+    check(val is None or (is_number(val) and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
+    return (float(val) if val is not None else None), algo
+
+
+def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
+    """The Lightning Trainer of a run: one epoch of chunks (the step budget is the module's), no Lightning
+    checkpoints (ours are ``last.ckpt``), no validation loop."""
+    import lightning as L
+
+    return L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                     limit_val_batches=0, max_epochs=1, max_steps=-1, **trainer_kwargs(cfg))
+
+
+def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer options from the config; the step budget is ours (chunks), the progress bar is automatic."""
+    kw = OmegaConf.to_container(cfg.trainer, resolve=True)
+    for key in ("max_steps", *CLIP_KEYS):
+        kw.pop(key, None)
+    acc = kw.pop("accumulate_grad_batches", 1)
+    check(acc == 1, "trainer.accumulate_grad_batches", acc,
+          "1 (every step draws fresh samples: raise objective.batch for a larger batch)")
+    if kw.get("enable_progress_bar") is None:
+        kw["enable_progress_bar"] = sys.stderr.isatty() and not os.environ.get("CI") and not cfg.quiet
+    if kw["enable_progress_bar"]:
+        from lightning.pytorch.callbacks import RichProgressBar
+
+        kw["callbacks"] = [RichProgressBar(leave=False)]
+    if kw.get("devices", 1) == 1 and kw.get("accelerator") in ("auto", "gpu", "cuda") and \
+            torch.cuda.device_count() > 1:
+        kw["devices"] = [_job_number() % torch.cuda.device_count()]  # parallel sweep jobs spread over the GPUs
+    return kw
+
+
+def _job_number() -> int:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return int(HydraConfig.get().job.num or 0)
+    except Exception:
+        return 0
