@@ -13,7 +13,7 @@ from ptforget.build import build, optimizer_config
 from ptforget.errors import ConfigError
 from tests.conftest import compose_cfg
 
-CONF = Path(__file__).resolve().parents[1] / "ptforget" / "conf"
+CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def options(group: str) -> list[str]:
