@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptforget.build import target_class
 from ptforget.errors import ConfigError
-from ptforget.theory.claims import TheoryConfig
+from ptforget.theory.config import TheoryConfig
 
 
 def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
@@ -26,6 +26,7 @@ def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
         "dim": task.dim, "delta": float(task.delta), "sigma": float(task.sigma), "beta_star": float(task.beta_star),
         "beta0": None if task.beta0 is None else float(task.beta0), "new_offset": float(task.new_offset),
         "lr": float(lr), "steps": int(cfg.trainer.max_steps), "batch": int(obj.get("batch", 16)),
+        "replay": 0.0,  # no replay unless the objective says so (its theory_fields)
     }
     if "weight" in gen:
         d["weight"] = gen.weight

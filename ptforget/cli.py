@@ -298,10 +298,11 @@ def train_app(cfg: DictConfig) -> float | None:
 def theory_app(cfg: DictConfig) -> None:
     """ptforget-theory: print the predictions of every claim for a config as a table and write them as JSON."""
     from ptforget.bridge import theory_config
+    from ptforget.check import predictions
     from ptforget.io import write_json
-    from ptforget.theory.claims import all_predictions, format_predictions, predictions_to_json
+    from ptforget.theory import format_predictions, predictions_to_json
 
-    preds = all_predictions(theory_config(cfg))
+    preds = predictions(theory_config(cfg))
     print(format_predictions(preds))
     write_json(cfg.output, predictions_to_json(preds))
     print(f"\nwritten: {cfg.output}")
@@ -310,19 +311,56 @@ def theory_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="check")
 @guarded
 def check_app(cfg: DictConfig) -> None:
-    """ptforget-check: run every claim's experiments, print the verdict table, write report.md and figures."""
+    """ptforget-check: plan, train, judge every claim; print the verdict table, write report.md and figures."""
     from hydra import compose
 
     from ptforget.build import quiet_lightning
-    from ptforget.check import print_verdicts, run_check
+    from ptforget.check import print_table, run_check
 
     quiet_lightning()
     out = Path(HydraConfig.get().runtime.output_dir)
     payload = run_check(cfg, out, lambda overrides: compose(config_name="train", overrides=list(overrides)))
-    print_verdicts(payload)
-    print(f"report: {out / 'report.md'}  verdicts: {out / 'verdicts.json'}  figures: {out / 'figures'}")
-    if cfg.strict and payload["counts"]["fails"]:
+    print_table(payload)
+    figures = out / "figures"
+    print(f"report: {out / 'report.md'}")
+    print(f"verdicts: {out / 'verdicts.json'}" + (f"\nfigures: {figures}" if figures.is_dir() else ""))
+    if payload["errors"]:
+        for e in payload["errors"]:
+            print(f"ptforget-check: error: {e}", file=sys.stderr)
         sys.exit(1)
+    if cfg.strict and payload["counts"]["theory"]["fails"]:
+        sys.exit(1)
+
+
+def verdicts_main(argv: Sequence[str] | None = None) -> int:
+    """ptforget-verdicts: the README's verdict block, generated from a check's verdicts.json (never pasted).
+
+    ``ptforget-verdicts VERDICTS.json`` prints the block; ``--readme README.md`` writes it between the README's
+    markers; ``--check`` exits 1 when the README's block differs from the generated one.
+    """
+    from ptforget.check.render import load_payload, readme_block, readme_current, update_readme
+
+    ap = argparse.ArgumentParser(prog="ptforget-verdicts", description=verdicts_main.__doc__)
+    ap.add_argument("verdicts", type=Path, help="a check's verdicts.json")
+    ap.add_argument("--readme", type=Path, default=None, help="README to update (or to compare with --check)")
+    ap.add_argument("--check", action="store_true", help="compare the README's block with the generated one")
+    ap.add_argument("--figure-prefix", default="", help="prefix of figure paths in the block (e.g. docs/check/)")
+    args = ap.parse_args(argv)
+    payload = load_payload(args.verdicts)
+    if payload is None:
+        print(f"ptforget-verdicts: error: {args.verdicts} is not a check's verdicts.json", file=sys.stderr)
+        return 2
+    block = readme_block(payload, args.figure_prefix)
+    if args.readme is None:
+        print(block)
+        return 0
+    if args.check:
+        same = readme_current(args.readme) == block
+        print("README verdict block is current" if same else "README verdict block differs from the generated one")
+        return 0 if same else 1
+    changed = update_readme(args.readme, block)
+    print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
+    return 0
 
 
 def train_main() -> Any:

@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @contextmanager
 def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
@@ -70,3 +72,24 @@ def write_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def read_trajectory(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The columns of a ``trajectory.csv`` as float arrays (blank cells and unparsable entries become NaN).
+
+    The one trajectory reader of the project: the check and the reports use it.
+    """
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        rows = list(reader)
+    cols: dict[str, np.ndarray] = {}
+    for j, key in enumerate(header):
+        vals = np.full(len(rows), np.nan)
+        for i, r in enumerate(rows):
+            try:
+                vals[i] = float(r[j]) if j < len(r) and r[j] != "" else np.nan
+            except ValueError:
+                pass
+        cols[key] = vals
+    return cols

@@ -20,7 +20,6 @@ Functions::
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ptforget.io import atomic_replace
 from ptforget.stats import mean_ci
 
 Curve = tuple[Sequence[float], Sequence[float]]
@@ -39,15 +39,9 @@ Curve = tuple[Sequence[float], Sequence[float]]
 def _save(fig: Any, path: str | os.PathLike) -> Path:
     """Save ``fig`` as PNG to ``path`` atomically and close it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_replace(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
     return path
@@ -341,3 +335,29 @@ __all__: list[str] = [
     "mean_band", "plot_density_evolution", "plot_drift_vs_delta", "plot_method_comparison", "plot_metric_vs_param",
     "plot_replay", "plot_starvation", "plot_trajectories",
 ]
+
+
+VERDICT_COLORS = {"holds": "#4daf4a", "fails": "#e41a1c", "inconclusive": "#ffbf00"}
+
+
+def plot_transfer(claims: Sequence[str], families: Sequence[str], cells: Mapping[tuple[str, str], str],
+                  path: str | os.PathLike, title: str | None = None) -> Path:
+    """Claims against generator families, each cell coloured by its verdict (blank: not tested on that family)."""
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(families), 0.9 + 0.42 * len(claims)))
+    for i, c in enumerate(claims):
+        for j, f in enumerate(families):
+            v = cells.get((c, f))
+            if v is None:
+                continue
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=VERDICT_COLORS[v], ec="white", lw=2))
+            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=8)
+    ax.set_xlim(0, len(families))
+    ax.set_ylim(len(claims), 0)
+    ax.set_xticks([j + 0.5 for j in range(len(families))], list(families))
+    ax.set_yticks([i + 0.5 for i in range(len(claims))], list(claims))
+    ax.xaxis.tick_top()
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    ax.set_title(title or "Theory rows: where the theory carries over (blank: not tested)", fontsize=9, pad=22)
+    return _save(fig, path)

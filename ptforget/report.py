@@ -20,16 +20,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import math
 import re
 import sys
 from collections.abc import Sequence
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
 from ptforget.io import atomic_write_text
+from ptforget.io import read_trajectory as read_trajectory_columns
 from ptforget.stats import mean_ci
 
 # Columns taken from summary.json as they are (the metric columns come from "final" and "forgetting").
@@ -296,7 +297,7 @@ def _csv_text(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = No
         columns = []
         for r in rows:
             columns += [k for k in r if not k.startswith("_") and k not in columns]
-    buf = io.StringIO()
+    buf = StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(columns)
     for r in rows:
@@ -343,23 +344,17 @@ def bad_runs_markdown(rows: Sequence[dict[str, Any]], by: Sequence[str]) -> str:
 
 
 def read_trajectory(run_dir: str | Path, key: str = "old_mass") -> tuple[list[float], list[float]] | None:
-    """(steps, values) of column ``key`` in ``run_dir/trajectory.csv`` (blank/non-finite entries dropped);
-    ``None`` if the file or column is missing."""
+    """(steps, values) of column ``key`` in ``run_dir/trajectory.csv`` (non-finite entries dropped); ``None`` if
+    the file or column is missing."""
     path = Path(run_dir) / "trajectory.csv"
     if not path.is_file():
         return None
-    steps, vals = [], []
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None or key not in reader.fieldnames or "step" not in reader.fieldnames:
-            return None
-        for rec in reader:
-            s, v = _to_float(rec.get("step")), _to_float(rec.get(key) if rec.get(key) != "" else None)
-            if math.isfinite(s) and math.isfinite(v):
-                steps.append(s)
-                vals.append(v)
-    return steps, vals
-
+    cols = read_trajectory_columns(path)
+    if key not in cols or "step" not in cols:
+        return None
+    keep = [i for i, (s, v) in enumerate(zip(cols["step"], cols[key], strict=True))
+            if math.isfinite(s) and math.isfinite(v)]
+    return [float(cols["step"][i]) for i in keep], [float(cols[key][i]) for i in keep]
 
 def _label(vals: dict[str, Any]) -> str:
     return ", ".join(f"{k}={_fmt(v)}" for k, v in vals.items()) or "all runs"

@@ -137,3 +137,13 @@ def summarize(values: Iterable[Any], level: float = 0.95) -> Summary:
     if st["n"] < 2:
         return Summary(st["n"], st["mean"], None, None, None)
     return Summary(st["n"], st["mean"], st["std"], st["lo"], st["hi"])
+
+
+def fit_slope(x: Iterable[float], y: Iterable[float]) -> float:
+    """Least-squares slope of y on x (NaN with fewer than two points or a non-finite y)."""
+    import numpy as np
+
+    xa, ya = np.asarray(list(x), float), np.asarray(list(y), float)
+    if xa.size < 2 or not np.all(np.isfinite(ya)):
+        return float("nan")
+    return float(np.polyfit(xa, ya, 1)[0])

@@ -1,12 +1,16 @@
-from ptforget.check._legacy import *  # noqa: F403  (temporary)
-from ptforget.check._legacy import interval, judge, print_verdicts, run_check, selected_claims  # noqa: F401
+"""ptforget-check: every claim of the two-mode theory beside what learned generators do.
 
+The package shows the pipeline: ``claims/`` declares what each claim needs and how it is judged (``registry``,
+``rules``), ``plan`` composes and deduplicates the runs, ``executors`` run them (inline, a process pool, submitit),
+``engine`` judges, ``render`` writes report.md / verdicts.json and the README's verdict block.
+"""
 
-def validate_check_config(cfg):
-    from ptforget.errors import check
+from ptforget.check.engine import run_check, selected_claims, validate_check_config
+from ptforget.check.registry import REGISTRY, Claim, Row, Section, claim, ordered, predictions, register
+from ptforget.check.render import print_table
+from ptforget.check.rules import at_least, at_most, between, near, relative
+from ptforget.check.runs import Result, Run, RunSpec
 
-    for key in ("seeds", "flow_seeds", "steps", "flow_steps", "flow_pretrain_steps", "exact_batch"):
-        if key in cfg.profile:
-            v = cfg.profile[key]
-            check(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"profile.{key}", v, "an integer >= 1")
-    selected_claims(cfg)
+__all__ = ["REGISTRY", "Claim", "Result", "Row", "Run", "RunSpec", "Section", "at_least", "at_most", "between", "claim",
+           "near", "ordered", "predictions", "print_table", "register", "relative", "run_check", "selected_claims",
+           "validate_check_config"]

@@ -1,16 +1,17 @@
-"""Exact theory engine for the two-mode forgetting model (paper.md §1-§5): overlaps, population flows,
-local geometry and one prediction per claim P1-P17. Imports only torch and numpy."""
+"""Exact theory engine for the two-mode forgetting model (paper.md §1-§5): overlaps, population flows, local
+geometry and the closed forms of the near-on-policy methods. Imports only torch, numpy and ptforget.errors.
 
-from .claims import (
-    CLAIMS,
-    Prediction,
-    TheoryConfig,
-    all_predictions,
-    format_predictions,
+The claims P1-P17 themselves (what each predicts for a config, and how it is checked against trained models) are
+declared in ``ptforget.check.claims``; ``ptforget-theory`` prints their predictions.
+"""
+
+from .config import Prediction, TheoryConfig, format_predictions, predictions_to_json
+from .methods import (
+    logit,
     oapl_weight,
-    predictions_to_json,
     sdft_anchored_weight,
     sdft_weight_after_refreshes,
+    sigmoid,
     starvation_probability,
     ttt_fixed_point,
     ttt_lower_bound,
@@ -19,6 +20,7 @@ from .overlap import (
     bhattacharyya,
     bhattacharyya_distance,
     bhattacharyya_gaussians,
+    bhattacharyya_quadrature,
     chi2_overlap,
     hellinger_squared,
     misassignment,
@@ -40,14 +42,13 @@ from .population import (
 )
 
 __all__ = [
-    "CLAIMS",
     "PopulationSpec",
     "Prediction",
     "TheoryConfig",
-    "all_predictions",
     "bhattacharyya",
     "bhattacharyya_distance",
     "bhattacharyya_gaussians",
+    "bhattacharyya_quadrature",
     "chi2_overlap",
     "contraction_factor",
     "fisher_condition_number",
@@ -56,6 +57,7 @@ __all__ = [
     "format_predictions",
     "hellinger_squared",
     "hessian_at_optimum",
+    "logit",
     "misassignment",
     "misassignment_bound",
     "misassignment_general",
@@ -67,6 +69,7 @@ __all__ = [
     "replay_importance_stats",
     "sdft_anchored_weight",
     "sdft_weight_after_refreshes",
+    "sigmoid",
     "starvation_probability",
     "theta_star",
     "ttt_fixed_point",

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ._quadrature import logistic_normal_mean, normal_cdf
+from ._quadrature import LOG_SQRT_2PI, composite_gauss_legendre, logistic_normal_mean, normal_cdf
 
 DIRECTIONS = ("old_to_new", "new_to_old")
 
@@ -161,3 +161,10 @@ def misassignment_bound(
     b = _check_beta(beta)
     odds = (1 - b) / b if direction == "old_to_new" else b / (1 - b)
     return _out(np.sqrt(odds) * np.exp(-(d**2) / 8.0))
+
+
+def bhattacharyya_quadrature(delta: float) -> float:
+    """BC of N(0, 1) and N(delta, 1) by 1-D Gauss-Legendre quadrature of sqrt(phi_0 phi_delta) (checks P17)."""
+    d = float(_check_delta(delta))
+    x, v = composite_gauss_legendre(-13.0, d + 13.0, 0.5, 12)
+    return float(np.sum(v * np.exp(-0.25 * x**2 - 0.25 * (x - d) ** 2 - LOG_SQRT_2PI)))

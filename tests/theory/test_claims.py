@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from ptforget.theory.claims import p3_fkl_weight_gradient
 from scipy import special
 
 from ptforget.theory import (
@@ -20,7 +21,6 @@ from ptforget.theory import (
     ttt_fixed_point,
     ttt_lower_bound,
 )
-from ptforget.theory.claims import p3_fkl_weight_gradient
 
 
 @pytest.fixture(scope="module")

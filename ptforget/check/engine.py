@@ -1,0 +1,259 @@
+"""The check as a pipeline: plan every run of the selected claims, execute the jobs, judge the rows, render.
+
+``run_check(cfg, out_dir, compose)`` is the whole of ``ptforget-check``; each stage is a function of its own
+(``make_plan``, ``execute``, ``judge``, ``render``) so that each can be tested alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ptforget.build import instantiate_group
+from ptforget.check import registry
+from ptforget.check.context import Context
+from ptforget.check.executors import Executor, Inline, Outcome, Submitit
+from ptforget.check.plan import Job, Plan, make_plan, pretrain_jobs
+from ptforget.check.render import (
+    Verdict,
+    counts,
+    judge_row,
+    load_payload,
+    render_report,
+    transfer_matrix,
+    verdict_from_json,
+)
+from ptforget.check.runs import Result, load_runs
+from ptforget.errors import ConfigError, check, is_int
+from ptforget.io import atomic_write_text, write_json
+
+log = logging.getLogger("ptforget.check")
+
+#: theory rows need at least this many seeds to count as evidence (fewer: inconclusive, with a note)
+MIN_SEEDS = 3
+PROFILE_INTS = ("seeds", "flow_seeds", "steps", "flow_steps", "flow_pretrain_steps", "exact_batch")
+
+
+# ---------------------------------------------------------------------------------------------- selection
+def claim_ids() -> list[str]:
+    return [c.id for c in registry.ordered()]
+
+
+def selected_claims(cfg: DictConfig) -> list[registry.Claim]:
+    """The claims ``cfg.claims`` names (``all``: every registered claim), in report order."""
+    ids = claim_ids()
+    raw = cfg.get("claims", "all")
+    if raw == "all" or raw is None:
+        return registry.ordered()
+    names = [c.strip() for c in raw.split(",")] if isinstance(raw, str) else [str(c) for c in raw]
+    check(len(names) > 0, "claims", list(names), "'all' or a non-empty list of claim ids: " + ", ".join(ids))
+    for n in names:
+        check(n in ids, "claims", n, "'all' or claim ids among: " + ", ".join(ids))
+    return registry.ordered(names)
+
+
+def validate_check_config(cfg: DictConfig) -> None:
+    """The check's own keys: the profile's counts, the claims, the families and the executor."""
+    for key in PROFILE_INTS:
+        if key in cfg.profile:
+            check(is_int(cfg.profile[key], 1), f"profile.{key}", cfg.profile[key], "an integer >= 1")
+    selected_claims(cfg)
+    fams = cfg.get("generators")
+    check(isinstance(fams, list | tuple) or OmegaConf.is_list(fams), "generators", fams, "a list of families")
+    check(len(fams) > 0, "generators", list(fams), "a non-empty list of families: gmm, mdn, flow, realnvp")
+    for f in fams:
+        check(f in ("gmm", "mdn", "flow", "realnvp"), "generators", f, "families among gmm, mdn, flow, realnvp")
+    for key in ("reuse", "strict", "batch_seeds"):
+        check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "true or false")
+    make_executor(cfg)
+
+
+def make_executor(cfg: DictConfig) -> Executor:
+    node = cfg.get("executor")
+    if node is None:
+        return Inline()
+    return instantiate_group(node, "executor")
+
+
+# ---------------------------------------------------------------------------------------------- progress
+class Progress:
+    """Planned / done / reused jobs with an ETA, one line per finished job (a bar on a terminal)."""
+
+    def __init__(self, jobs: list[Job], reused: int, quiet: bool = False) -> None:
+        self.total, self.reused, self.quiet = len(jobs), reused, quiet
+        self.cost = sum(j.cost for j in jobs)
+        self.done_cost = 0.0
+        self.done = 0
+        self.failed: list[tuple[Job, Outcome]] = []
+        self.seeds_trained = 0
+        self.t0 = time.perf_counter()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def __call__(self, job: Job, out: Outcome) -> None:
+        self.done += 1
+        self.done_cost += job.cost
+        if out.status == "failed":
+            self.failed.append((job, out))
+        elif job.kind == "train":
+            self.seeds_trained += job.seeds
+        el = time.perf_counter() - self.t0
+        eta = el * (self.cost - self.done_cost) / max(self.done_cost, 1e-9)
+        what = f"{job.family} {', '.join(job.labels)}" + (f" ({job.seeds} seeds)" if job.seeds > 1 else "")
+        tail = f"FAILED: {out.error}" if out.status == "failed" else f"{out.status}, {out.wall:.1f} s"
+        self.say(f"[{self.done}/{self.total}] {what}: {tail}; elapsed {el:.0f} s, ETA {eta:.0f} s")
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False) -> Progress:
+    """Run the plan's unfinished jobs; finished ones (same config hash in their folder) are reused."""
+    todo = [j for j in plan.jobs if not (reuse and j.finished())]
+    reused = [j for j in plan.jobs if j not in todo]
+    todo.sort(key=lambda j: -j.cost)  # the longest first: better packing over workers
+    pre = pretrain_jobs(todo)
+    prog = Progress(pre + todo, sum(j.seeds for j in reused), quiet)
+    prog.say(f"ptforget-check: {len(plan.jobs)} jobs planned ({sum(j.seeds for j in plan.jobs)} runs), "
+             f"{len(reused)} reused, {len(todo)} to train on {executor.describe()}"
+             + (f" after pretraining {len(pre)} generators" if pre else ""))
+    if pre:
+        executor.run(pre, prog)
+    if todo:
+        executor.run(todo, prog)
+    return prog
+
+
+def results(plan: Plan, specs: list[Any], configs: Context) -> dict[Any, Result]:
+    """The results of the given specs, read from their folders (a spec whose runs are missing raises)."""
+    got = {}
+    for spec in specs:
+        path, seeds, _ = plan.layout[spec]
+        got[spec] = Result(spec, path, load_runs(path, seeds), config=configs.config(spec))
+    return got
+
+
+def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]) -> tuple[list[Verdict], dict[str, Any], list[str]]:
+    """Every claim's rows and section; a claim that cannot be judged (missing runs, an error) is reported."""
+    verdicts: list[Verdict] = []
+    sections: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    for c in claims:
+        sec: dict[str, Any] = {"title": c.title, "figures": [], "text": []}
+        sections[c.id] = sec
+        try:
+            got = results(plan, plan.claims[c.id], ctx)
+            items = list(c.rows(ctx, got))
+        except Exception as err:  # a failed run or a claim's bug: reported, the other claims go on
+            log.exception("claim %s could not be judged", c.id)
+            errors.append(f"{c.id}: {type(err).__name__}: {err}")
+            sec["text"].append(f"**Not judged**: {type(err).__name__}: {err}")
+            continue
+        rows = [r for r in items if isinstance(r, registry.Row)]
+        for extra in (s for s in items if isinstance(s, registry.Section)):
+            sec["figures"] += [ctx.rel(f) if Path(f).is_absolute() else str(f) for f in extra.figures]
+            sec["text"] += extra.text
+        for r in rows:
+            r.claim = r.claim or c.id
+            if r.figure is None and sec["figures"]:
+                r.figure = sec["figures"][0]
+            v = judge_row(r, c.title)
+            if v.kind == "theory" and v.n < MIN_SEEDS and v.verdict != "inconclusive":
+                v.verdict = "inconclusive"
+                v.note = (v.note + " " if v.note else "") + f"n={v.n} < {MIN_SEEDS} seeds: not evidence."
+            verdicts.append(v)
+    return verdicts, sections, errors
+
+
+def merge_previous(out: Path, verdicts: list[Verdict], judged: list[str]) -> tuple[list[Verdict], str]:
+    """Keep the rows of claims this launch did not judge from an earlier verdicts.json in the same folder."""
+    prev = load_payload(out / "verdicts.json")
+    if prev is None:
+        return verdicts, ""
+    kept = [verdict_from_json(d) for d in prev["verdicts"] if d.get("claim") not in judged]
+    if not kept:
+        return verdicts, ""
+    ids = sorted({v.claim for v in kept}, key=lambda s: (len(s), s))
+    order = {cid: i for i, cid in enumerate(claim_ids())}
+    merged = sorted(kept + verdicts, key=lambda v: order.get(v.claim, len(order)))
+    return merged, (f"Merged: {len(kept)} rows of claims {', '.join(ids)} kept from the earlier report in this "
+                    f"folder; {len(verdicts)} rows of {', '.join(judged)} judged now.")
+
+
+def run_check(cfg: DictConfig, out_dir: str | Path,
+              compose: Callable[[list[str]], DictConfig]) -> dict[str, Any]:
+    """Plan, execute, judge and render the selected claims; write report.md, verdicts.json, figures."""
+    import torch
+
+    validate_check_config(cfg)
+    torch.set_num_threads(int(cfg.threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    ctx = Context(cfg, out, compose)
+    claims = selected_claims(cfg)
+    plan = make_plan(ctx, claims)
+    write_json(out / "plan.json", plan.to_json(out))
+    executor = make_executor(cfg)
+    if isinstance(executor, Submitit):
+        executor.out = out
+    prog = execute(plan, executor, bool(cfg.reuse), quiet=bool(cfg.get("quiet", False)))
+    verdicts, sections, errors = judge(ctx, plan, claims)
+    errors += [f"job {', '.join(j.labels)} ({j.path}): {o.error}" for j, o in prog.failed]
+    verdicts, merged = merge_previous(out, verdicts, [c.id for c in claims])
+    payload: dict[str, Any] = {
+        "profile": OmegaConf.to_container(cfg.profile, resolve=True),
+        "executor": executor.describe(),
+        "wall_time_s": time.perf_counter() - t0,
+        "runs_trained": prog.seeds_trained,
+        "runs_reused": prog.reused,
+        "jobs": len(plan.jobs),
+        "claims": [c.id for c in claims],
+        "counts": counts(verdicts),
+        "errors": errors,
+        "merged": merged,
+        "verdicts": [v.__dict__ for v in verdicts],
+    }
+    payload["transfer_figure"] = _transfer_figure(ctx, verdicts)
+    write_json(out / "verdicts.json", payload)
+    atomic_write_text(out / "report.md", render_report(payload, verdicts, sections))
+    if cfg.get("report_to", "none") == "wandb":
+        log_to_wandb(cfg, out, payload)
+    return payload
+
+
+def _transfer_figure(ctx: Context, verdicts: list[Verdict]) -> str | None:
+    claims, fams, cells = transfer_matrix(verdicts)
+    if not cells:
+        return None
+    path = ctx.plots.plot_transfer(claims, fams, cells, ctx.figure_path("transfer.png"))
+    return ctx.rel(path)
+
+
+def log_to_wandb(cfg: DictConfig, out: Path, payload: dict[str, Any]) -> None:
+    """Figures as images and the verdicts as a table; offline unless ``wandb_mode=online``."""
+    import wandb
+
+    from ptforget.check.render import HEADER, table_rows
+
+    mode = cfg.get("wandb_mode", "offline")
+    run = wandb.init(project=cfg.get("wandb_project", "ptforget"), group=cfg.get("study", "check"), job_type="check",
+                     dir=str(out), mode=mode, config=OmegaConf.to_container(cfg, resolve=False))
+    try:
+        table = wandb.Table(columns=["kind", *HEADER],
+                            data=[[v["kind"], *row] for v, row in zip(payload["verdicts"], table_rows(
+                                [verdict_from_json(d) for d in payload["verdicts"]]), strict=True)])
+        images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in sorted((out / "figures").glob("*.png"))}
+        flat = {f"count/{k}/{v}": n for k, d in payload["counts"].items() for v, n in d.items()}
+        run.log({"verdicts": table, **images, **flat})
+    finally:
+        wandb.finish()
+
+
+__all__ = ["ConfigError", "run_check", "selected_claims", "validate_check_config"]

@@ -1,0 +1,207 @@
+"""Executors: where the check's training jobs run. Results always come back through the run folders.
+
+* ``Inline``: one after another in this process (no start-up cost per job);
+* ``Processes``: a pool of ``workers`` processes on this machine (default: the cores available), one torch thread
+  each; the workers fork from a server process that has imported ptforget once;
+* ``Submitit``: every job a submitit job (``cluster: local`` on this machine, ``slurm`` on a cluster); a
+  requeued (preempted or timed-out) job resumes from its ``last.ckpt``.
+
+Each is selected by ``executor=<name>`` (``conf/executor/``) and built from its ``_target_``. A job that fails is
+reported, not fatal: the other jobs run, and the claims that needed it say so.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ptforget.check.plan import Job, job_payload
+from ptforget.errors import ConfigError, check, is_int
+
+
+@dataclass
+class Outcome:
+    """How one job ended: ``status`` complete/diverged (its summary), failed (``error``) or not run."""
+
+    key: str
+    status: str
+    wall: float = 0.0
+    error: str = ""
+
+
+Report = Callable[[Job, Outcome], None]
+
+
+def run_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Train one job from its payload (a worker's entry point); never raises: a failure is returned."""
+    from omegaconf import OmegaConf
+
+    from ptforget.train import run_training
+
+    t0 = time.perf_counter()
+    try:
+        import torch
+
+        cfg = OmegaConf.create(payload["cfg"])
+        torch.set_num_threads(int(cfg.get("threads", 1)))
+        if payload.get("kind") == "pretrain":
+            from ptforget.build import build, quiet_lightning
+
+            quiet_lightning()
+            build(cfg)  # pretrains the generator and caches it for the training jobs
+            return {"status": "complete", "wall": time.perf_counter() - t0}
+        summary = run_training(cfg, Path(payload["path"]))
+        return {"status": summary.get("status", "complete"), "wall": time.perf_counter() - t0}
+    except Exception as err:  # reported with the job; the check goes on
+        return {"status": "failed", "wall": time.perf_counter() - t0, "error": f"{type(err).__name__}: {err}"}
+
+
+def _outcome(job: Job, res: dict[str, Any]) -> Outcome:
+    return Outcome(job.key, res["status"], float(res.get("wall", 0.0)), str(res.get("error", "")))
+
+
+class Executor:
+    """Runs jobs and reports each outcome as it arrives."""
+
+    name = "executor"
+
+    def run(self, jobs: list[Job], report: Report) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+class Inline(Executor):
+    """Every job in this process, one after another."""
+
+    name = "inline"
+
+    def run(self, jobs: list[Job], report: Report) -> None:
+        for job in jobs:
+            report(job, _outcome(job, run_job(job_payload(job))))
+
+
+def available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+class Processes(Executor):
+    """A process pool on this machine (``workers``: null = the cores available)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int | None = None) -> None:
+        check(workers is None or is_int(workers, 1), "executor.workers", workers,
+              "null (the cores available) or an integer >= 1")
+        self.workers = workers or available_cores()
+
+    def describe(self) -> str:
+        return f"processes ({self.workers} workers)"
+
+    def run(self, jobs: list[Job], report: Report) -> None:
+        if self.workers == 1 or len(jobs) <= 1:
+            Inline().run(jobs, report)
+            return
+        mp = multiprocessing.get_context("forkserver")
+        mp.set_forkserver_preload(["ptforget.train", "ptforget.module"])
+        by_key = {j.key: j for j in jobs}
+        pool = mp.Pool(min(self.workers, len(jobs)))
+        try:
+            for key, res in pool.imap_unordered(_keyed_run, [(j.key, job_payload(j)) for j in jobs]):
+                report(by_key[key], _outcome(by_key[key], res))
+            pool.close()
+        except BaseException:
+            pool.terminate()  # workers get SIGTERM: a run in flight checkpoints and stops
+            raise
+        finally:
+            pool.join()
+
+
+def _keyed_run(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
+    key, payload = item
+    return key, run_job(payload)
+
+
+class Submitit(Executor):
+    """One submitit job per training job; results are read back from the run folders.
+
+    Args:
+        cluster: ``local`` (subprocesses on this machine) or ``slurm``.
+        folder: submitit's log folder (relative paths: inside the check's output folder).
+        parameters: submitit executor parameters (e.g. ``timeout_min``, ``slurm_partition``, ``gpus_per_node``).
+        poll_s: seconds between polls of the jobs' states.
+    """
+
+    name = "submitit"
+
+    def __init__(self, cluster: str = "local", folder: str = "submitit", parameters: dict[str, Any] | None = None,
+                 poll_s: float = 1.0) -> None:
+        check(cluster in ("local", "slurm"), "executor.cluster", cluster, "one of 'local', 'slurm'")
+        try:
+            import submitit  # noqa: F401
+        except ImportError:
+            raise ConfigError("executor", f"submitit_{cluster}",
+                              "inline or processes (submitit is not installed: pip install 'ptforget[launchers]')"
+                              ) from None
+        self.cluster, self.folder, self.parameters, self.poll_s = cluster, folder, dict(parameters or {}), poll_s
+        self.out: Path | None = None
+
+    def describe(self) -> str:
+        return f"submitit ({self.cluster})"
+
+    def run(self, jobs: list[Job], report: Report) -> None:
+        import submitit
+
+        folder = Path(self.folder)
+        if not folder.is_absolute() and self.out is not None:
+            folder = self.out / folder
+        ex = submitit.AutoExecutor(folder=str(folder), cluster=self.cluster)
+        ex.update_parameters(**{k: v for k, v in self.parameters.items() if v is not None})
+        fn = TrainJob()
+        with ex.batch():
+            handles = [(job, ex.submit(fn, job_payload(job))) for job in jobs]
+        pending = list(handles)
+        try:
+            while pending:
+                still = []
+                for job, h in pending:
+                    if h.done():
+                        try:
+                            res = h.result()
+                        except Exception as err:  # the job crashed outside run_job (killed, out of memory)
+                            res = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                        report(job, _outcome(job, res))
+                    else:
+                        still.append((job, h))
+                pending = still
+                if pending:
+                    time.sleep(self.poll_s)
+        except BaseException:
+            for _, h in pending:
+                h.cancel(check=False)
+            raise
+
+
+class TrainJob:
+    """A submitit-callable training job; on preemption or timeout submitit requeues it and it resumes."""
+
+    def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return run_job(payload)
+
+    def checkpoint(self, payload: dict[str, Any]) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, payload)  # run_training resumes from last.ckpt
+
+
+def jobs_left(jobs: Iterable[Job], done: set[str]) -> list[Job]:
+    return [j for j in jobs if j.key not in done]

@@ -1,0 +1,136 @@
+"""Comparison rules of the check: each rule holds its bounds and renders its own text, so prose and bounds agree.
+
+A rule is judged on the 95% t-interval of the measured statistic over seeds (``ptforget.stats.summarize``):
+
+* ``holds`` when the whole interval lies inside the rule's bounds;
+* ``fails`` when the whole interval lies outside them;
+* ``inconclusive`` when it straddles a bound, or when there is no interval (n < 2) for a statistic that has
+  seed-to-seed noise. Only a rule marked ``exact`` (a deterministic computation, no seeds) judges a single value.
+
+Every rule carries ``why``: the reason for the size of its tolerance (Monte-Carlo error, a measured noise floor, a
+relative band for a scaling law), rendered after the bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ptforget.stats import Summary
+
+VERDICTS = ("holds", "fails", "inconclusive")
+
+
+def fmt(v: float | None) -> str:
+    """A number as the report prints it (4 significant digits; n/a for None or NaN)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:.4g}"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """``lo <= statistic <= hi``; subclasses say it in the claim's own terms."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    why: str = ""
+    #: the statistic is deterministic (no seeds): a single value is judged as it is
+    exact: bool = False
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
+    @property
+    def predicted(self) -> float | None:
+        """The number the rule is built around (None for one-sided or interval rules)."""
+        return None
+
+    def condition(self) -> str:
+        return f"in [{fmt(self.lo)}, {fmt(self.hi)}]"
+
+    def text(self) -> str:
+        return self.condition() + (f" ({self.why})" if self.why else "")
+
+    def judge(self, s: Summary) -> str:
+        """holds / fails / inconclusive for the interval of ``s`` (see the module docstring)."""
+        if s.n == 0 or not math.isfinite(s.mean):
+            return "inconclusive"
+        if s.has_interval:
+            lo, hi = s.lo, s.hi
+        elif self.exact:
+            lo = hi = s.mean
+        else:
+            return "inconclusive"
+        if self.lo <= lo and hi <= self.hi:
+            return "holds"
+        if hi < self.lo or lo > self.hi:
+            return "fails"
+        return "inconclusive"
+
+
+def near(target: float, tol: float, why: str, exact: bool = False) -> Rule:
+    """|statistic - target| <= tol."""
+    return Near(target - tol, target + tol, why, exact, target, tol)
+
+
+def relative(target: float, frac: float, why: str, exact: bool = False) -> Rule:
+    """|statistic - target| <= frac |target| (a relative band, e.g. for a scaling law)."""
+    tol = abs(frac * target)
+    return Relative(target - tol, target + tol, why, exact, target, frac)
+
+
+def at_most(bound: float, why: str, exact: bool = False) -> Rule:
+    """statistic <= bound."""
+    return AtMost(-math.inf, bound, why, exact)
+
+
+def at_least(bound: float, why: str, exact: bool = False) -> Rule:
+    """statistic >= bound."""
+    return AtLeast(bound, math.inf, why, exact)
+
+
+def between(lo: float, hi: float, why: str, exact: bool = False) -> Rule:
+    """lo <= statistic <= hi."""
+    return Rule(lo, hi, why, exact)
+
+
+@dataclass(frozen=True)
+class Near(Rule):
+    target: float = 0.0
+    tol: float = 0.0
+
+    @property
+    def predicted(self) -> float:
+        return self.target
+
+    def condition(self) -> str:
+        return f"within {fmt(self.tol)} of {fmt(self.target)}"
+
+
+@dataclass(frozen=True)
+class Relative(Rule):
+    target: float = 0.0
+    frac: float = 0.0
+
+    @property
+    def predicted(self) -> float:
+        return self.target
+
+    def condition(self) -> str:
+        return f"within {100 * self.frac:.3g}% of {fmt(self.target)}"
+
+
+@dataclass(frozen=True)
+class AtMost(Rule):
+    def condition(self) -> str:
+        return f"<= {fmt(self.hi)}"
+
+
+@dataclass(frozen=True)
+class AtLeast(Rule):
+    def condition(self) -> str:
+        return f">= {fmt(self.lo)}"

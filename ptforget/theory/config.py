@@ -1,0 +1,191 @@
+"""The theory engine's configuration (``TheoryConfig``) and the record of a claim's prediction (``Prediction``).
+
+A TheoryConfig is derived from a composed training config by ``ptforget.bridge.theory_config``, so the
+predictions of ``ptforget-theory`` and of the check come from the same config as the runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from ptforget.errors import check_choice
+
+from .population import (
+    REPLAY_SOURCES,
+    WEIGHTS,
+    check_delta,
+    check_dim,
+    check_open_unit,
+    check_positive,
+    check_replay,
+    lr_multipliers,
+    population_flow,
+)
+
+SDFT_ANCHORS = ("p_star", "p_new")
+Quantity = tuple[str, float, str, str]
+
+
+@dataclass
+class TheoryConfig:
+    """Parameters of the default theory task (whitened units; see population.py for conventions)."""
+
+    dim: int = 2
+    delta: float = 4.0
+    sigma: float = 1.0
+    beta_star: float = 0.5
+    beta0: float | None = None
+    new_offset: float = 1.0
+    weight: str = "logit"
+    lr: float = 0.05
+    steps: int = 2000
+    replay: float = 0.1
+    replay_source: str = "p_old"
+    batch: int = 16
+    lr_mult: dict[str, float] | None = None
+    train_means: bool = True
+    clip: float = 1e-3
+    delta_grid: tuple[float, ...] = (4.0, 5.0, 6.0, 7.0, 8.0)
+    beta_star_grid: tuple[float, ...] = (0.05, 0.2, 0.5)
+    # SDFT (R11): teacher old odds times kappa per refresh; anchored EMA teacher (1-lam) q_ema + lam a.
+    kappa: float = 0.9
+    sdft_lam: float = 0.1
+    sdft_anchor: str = "p_star"
+    refreshes: int = 10
+    # TTT-Discover (R12): entropic tilt gamma, KL strength lam to a reference with old weight beta_ref.
+    gamma: float = 1.0
+    lam: float = 0.5
+    beta_ref: float | None = None
+    reward_old: float = 0.0
+    reward_new: float = 1.0
+    # OAPL (R13): temperature tau, ``refreshes`` lag refreshes.
+    tau: float = 5.0
+
+    def __post_init__(self) -> None:
+        check_dim(self.dim)
+        check_delta(self.delta)
+        check_positive(self.sigma, "sigma")
+        check_open_unit(self.beta_star, "beta_star")
+        if self.beta0 is None:
+            self.beta0 = self.beta_star
+        check_open_unit(self.beta0, "beta0")
+        if not math.isfinite(float(self.new_offset)):
+            raise ValueError(f"new_offset must be a finite number, got {self.new_offset!r}")
+        check_choice(self.weight, "weight", WEIGHTS)
+        check_positive(self.lr, "lr")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {self.steps!r}")
+        check_replay(self.replay)
+        check_choice(self.replay_source, "replay_source", REPLAY_SOURCES)
+        if isinstance(self.batch, bool) or not isinstance(self.batch, int) or self.batch < 1:
+            raise ValueError(f"batch must be an integer >= 1, got {self.batch!r}")
+        lr_multipliers(self.lr_mult, self.train_means)
+        if not 0.0 < float(self.clip) < 0.5:
+            raise ValueError(f"clip must lie in (0, 0.5), got {self.clip!r}")
+        self.delta_grid = tuple(check_delta(d) for d in self.delta_grid)
+        self.beta_star_grid = tuple(check_open_unit(b, "beta_star_grid entry") for b in self.beta_star_grid)
+        if len(self.delta_grid) < 2 or len(self.beta_star_grid) < 2:
+            raise ValueError("delta_grid and beta_star_grid must hold at least two values each")
+        check_positive(self.kappa, "kappa")
+        if not 0.0 <= float(self.sdft_lam) <= 1.0:
+            raise ValueError(f"sdft_lam must lie in [0, 1], got {self.sdft_lam!r}")
+        check_choice(self.sdft_anchor, "sdft_anchor", SDFT_ANCHORS)
+        if isinstance(self.refreshes, bool) or not isinstance(self.refreshes, int) or self.refreshes < 0:
+            raise ValueError(f"refreshes must be an integer >= 0, got {self.refreshes!r}")
+        if not math.isfinite(self.gamma) or self.gamma < 0:
+            raise ValueError(f"gamma must be a finite number >= 0, got {self.gamma!r}")
+        if not math.isfinite(self.lam) or self.lam < 0:
+            raise ValueError(f"lam must be a finite number >= 0, got {self.lam!r}")
+        if self.beta_ref is None:
+            self.beta_ref = self.beta0
+        check_open_unit(self.beta_ref, "beta_ref")
+        for name in ("reward_old", "reward_new"):
+            if not math.isfinite(float(getattr(self, name))):
+                raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        check_positive(self.tau, "tau")
+
+    @classmethod
+    def from_mapping(cls, d: Mapping[str, Any], ignore_unknown: bool = False) -> TheoryConfig:
+        """Build from a dict (e.g. a Hydra section); unknown keys raise unless ignore_unknown=True."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown and not ignore_unknown:
+            raise ValueError(f"unknown TheoryConfig keys {unknown}; allowed keys are {sorted(names)}")
+        kw = {k: v for k, v in d.items() if k in names}
+        for k in ("delta_grid", "beta_star_grid"):
+            if k in kw:
+                kw[k] = tuple(float(x) for x in kw[k])
+        if kw.get("lr_mult") is not None:
+            kw["lr_mult"] = dict(kw["lr_mult"])
+        return cls(**kw)
+
+    @property
+    def mult(self) -> dict[str, float]:
+        """Effective per-group multipliers (train_means=False zeroes the mean groups)."""
+        return lr_multipliers(self.lr_mult, self.train_means)
+
+    def flow(self, objective: str, **overrides: Any) -> dict[str, np.ndarray]:
+        """population_flow with this config's arguments, optionally overridden."""
+        kw: dict[str, Any] = dict(
+            delta=self.delta, beta_star=self.beta_star, beta0=self.beta0, new_offset=self.new_offset,
+            lr=self.lr, steps=self.steps, weight=self.weight, replay=self.replay, dim=self.dim,
+            replay_source=self.replay_source, lr_mult=self.lr_mult, sigma=self.sigma,
+            train_means=self.train_means, clip=self.clip,
+        )
+        kw.update(overrides)
+        return population_flow(objective, **kw)
+
+
+@dataclass
+class Prediction:
+    """A claim's prediction: quantities are (name, value, unit, note) tuples."""
+
+    claim: str
+    title: str
+    law: str
+    tag: str
+    quantities: list[Quantity] = field(default_factory=list)
+
+    def value(self, name: str) -> float:
+        """Look up a quantity by name."""
+        for n, v, _, _ in self.quantities:
+            if n == name:
+                return v
+        raise KeyError(f"{self.claim} has no quantity {name!r}")
+
+    def add(self, name: str, value: float, unit: str = "", note: str = "") -> None:
+        """Append a quantity (stored as a float)."""
+        self.quantities.append((name, float(value), unit, note))
+
+
+def _json_number(v: float) -> float | str:
+    return v if math.isfinite(v) else str(v)
+
+
+def predictions_to_json(preds: list[Prediction]) -> dict[str, Any]:
+    """JSON-serialisable dict keyed by claim id (non-finite numbers become strings)."""
+    out: dict[str, Any] = {}
+    for p in preds:
+        d = asdict(p)
+        d["quantities"] = [{"name": n, "value": _json_number(v), "unit": u, "note": nt}
+                           for n, v, u, nt in p.quantities]
+        out[p.claim] = d
+    json.dumps(out)  # fail early if anything is not serialisable
+    return out
+
+
+def format_predictions(preds: list[Prediction]) -> str:
+    """Plain-text table: one block per claim with its law and quantities."""
+    lines: list[str] = []
+    for p in preds:
+        lines.append(f"{p.claim:<4} {p.title}  [{p.tag}]")
+        lines.append(f"     law: {p.law}")
+        for n, v, u, nt in p.quantities:
+            lines.append(f"     {n:<40} {v:>14.6g} {u:<14} {nt}")
+    return "\n".join(lines)

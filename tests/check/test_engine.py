@@ -1,0 +1,102 @@
+"""The check's pipeline in-process: a claim declared outside the package, planning, executors, merging."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ptforget.check import Row, RunSpec, claim, near, run_check
+from ptforget.check.context import Context
+from ptforget.check.plan import make_plan
+from ptforget.errors import ConfigError
+from tests.check.conftest import check_config, train_compose
+
+TOY = RunSpec("toy_rkl", "gmm", ("objective=rkl", "task.dim=1"))
+
+
+def _register_toy():
+    @claim("TOY1", "A toy claim: reverse KL keeps beta*", runs=[TOY])
+    def toy(ctx, got):
+        beta = float(ctx.value(TOY, "task.beta_star"))
+        yield Row("toy row", "gmm", "theory", "dim 1", "final old weight", got[TOY].values("weight"),
+                  near(beta, 0.1, "a test band"))
+
+    return toy
+
+
+def test_a_claim_declared_in_a_test_module_is_reported(tmp_path, registry_guard):
+    _register_toy()
+    payload = run_check(check_config("claims=[TOY1]", "executor=inline"), tmp_path, train_compose)
+    rows = [v for v in payload["verdicts"] if v["claim"] == "TOY1"]
+    assert len(rows) == 1 and rows[0]["n"] == 3 and rows[0]["kind"] == "theory" and rows[0]["family"] == "gmm"
+    assert rows[0]["rule"] == "within 0.1 of 0.5 (a test band)"
+    assert json.loads((tmp_path / "verdicts.json").read_text())["verdicts"][0]["claim"] == "TOY1"
+    report = (tmp_path / "report.md").read_text()
+    assert "## TOY1: A toy claim: reverse KL keeps beta*" in report and "toy row" in report
+    assert payload["runs_trained"] == 3
+    again = run_check(check_config("claims=[TOY1]", "executor=inline"), tmp_path, train_compose)
+    assert again["runs_trained"] == 0 and again["runs_reused"] == 3  # a re-launch reuses every finished run
+
+
+def test_theory_rows_with_fewer_than_three_seeds_are_not_evidence(tmp_path, registry_guard):
+    _register_toy()
+    payload = run_check(check_config("claims=[TOY1]", "executor=inline", "profile.seeds=2"), tmp_path, train_compose)
+    (row,) = payload["verdicts"]
+    assert row["n"] == 2 and row["verdict"] == "inconclusive" and "not evidence" in row["note"]
+
+
+def test_plan_deduplicates_runs_by_config_hash(tmp_path):
+    from ptforget.check import registry
+
+    cfg = check_config("generators=[gmm]")
+    ctx = Context(cfg, tmp_path, train_compose)
+    plan = make_plan(ctx, registry.ordered(["P6", "P17"]))  # P17 reads P6's reverse-KL GMM runs
+    (p6,) = plan.claims["P6"]
+    (p17,) = plan.claims["P17"]
+    assert plan.layout[p6][0] == plan.layout[p17][0]
+    assert len(plan.jobs) == 1 and plan.jobs[0].seeds == 3  # reverse KL: the three seeds train together
+
+
+def test_processes_executor_gives_the_inline_results(tmp_path):
+    overrides = ("claims=[P5]", "profile.replay_lambdas=[0.1,0.3]")  # fkl_replay: one job per seed
+    inline = run_check(check_config(*overrides, "executor=inline"), tmp_path / "a", train_compose)
+    procs = run_check(check_config(*overrides, "executor=processes", "executor.workers=2"), tmp_path / "b",
+                      train_compose)
+    assert procs["executor"] == "processes (2 workers)" and procs["jobs"] == 6
+    assert [v["values"] for v in procs["verdicts"]] == [v["values"] for v in inline["verdicts"]]
+
+
+def test_a_partial_relaunch_merges_into_the_fuller_report(tmp_path):
+    first = run_check(check_config("claims=[P5,P17]", "executor=inline", "generators=[gmm]"), tmp_path,
+                      train_compose)
+    assert {v["claim"] for v in first["verdicts"]} == {"P5", "P17"}
+    again = run_check(check_config("claims=[P17]", "executor=inline", "generators=[gmm]"), tmp_path, train_compose)
+    assert {v["claim"] for v in again["verdicts"]} == {"P5", "P17"}  # P5's rows kept
+    assert "kept from the earlier report" in again["merged"]
+    assert "Merged:" in (tmp_path / "report.md").read_text()
+
+
+def test_a_failed_run_is_reported_and_the_other_claims_are_judged(tmp_path, registry_guard):
+    bad = RunSpec("diverges", "gmm", ("objective=rkl", "optimizer=sgd", "optimizer.lr=1e30"))
+
+    @claim("TOY2", "A claim whose run cannot be read", runs=[bad])
+    def toy2(ctx, got):
+        yield Row("never", "gmm", "theory", "", "x", [float(got[bad].runs[0].final["nosuch"])],
+                  near(0, 1, "r"))
+
+    _register_toy()
+    payload = run_check(check_config("claims=[TOY1,TOY2]", "executor=inline"), tmp_path, train_compose)
+    assert [v["claim"] for v in payload["verdicts"]] == ["TOY1"]
+    assert payload["errors"] and payload["errors"][0].startswith("TOY2:")
+    assert "**Not judged**" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("override", "key"), [("claims=[P99]", "claims"), ("claims=[]", "claims"),
+                                               ("generators=[]", "generators"), ("generators=[nosuch]", "generators"),
+                                               ("profile.seeds=0", "profile.seeds"), ("reuse=maybe", "reuse"),
+                                               ("strict=maybe", "strict"), ("executor.workers=0", "executor.workers")])
+def test_bad_check_config_is_refused(tmp_path, override, key):
+    with pytest.raises(ConfigError) as err:
+        run_check(check_config(override), tmp_path, train_compose)
+    assert err.value.key == key

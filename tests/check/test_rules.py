@@ -1,0 +1,44 @@
+"""Rules render their own text from their bounds and judge a t-interval over seeds; one statistics module."""
+
+import math
+
+import pytest
+
+from ptforget.check import rules
+from ptforget.stats import summarize
+
+
+def test_summary_of_one_value_has_no_interval():
+    s = summarize([0.3])
+    assert s.n == 1 and s.mean == 0.3 and s.lo is None and s.hi is None and not s.has_interval
+    s = summarize([1.0, 2.0, 3.0, float("nan")])
+    assert s.n == 3 and s.mean == 2.0
+    assert s.hi - s.mean == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t(0.975, df=2) * sd / sqrt(n)
+
+
+@pytest.mark.parametrize(("values", "rule", "verdict"), [
+    ([0.50, 0.51, 0.49], rules.near(0.5, 0.05, "r"), "holds"),
+    ([0.70, 0.71, 0.69], rules.near(0.5, 0.05, "r"), "fails"),
+    ([0.40, 0.55, 0.60], rules.near(0.5, 0.05, "r"), "inconclusive"),
+    ([0.01, 0.012, 0.011], rules.at_most(0.05, "r"), "holds"),
+    ([0.01], rules.at_most(0.05, "r"), "inconclusive"),          # one noisy value is not evidence
+    ([0.01], rules.at_most(0.05, "r", exact=True), "holds"),     # a deterministic computation is
+    ([0.2], rules.at_most(0.05, "r", exact=True), "fails"),
+    ([float("nan")] * 3, rules.between(0, 1, "r"), "inconclusive"),
+    ([1.9, 2.0, 2.1], rules.relative(2.0, 0.25, "r"), "holds"),
+    ([0.74, 0.75, 0.76], rules.relative(2.0, 0.25, "r"), "fails"),
+    ([-0.9, -0.8, -0.85], rules.relative(-0.88, 0.2, "r"), "holds"),
+])
+def test_judge(values, rule, verdict):
+    assert rule.judge(summarize(values)) == verdict
+
+
+def test_rule_text_comes_from_its_bounds():
+    r = rules.near(0.1918, 0.0123, "3 x the measured noise floor")
+    assert r.bounds == (0.1918 - 0.0123, 0.1918 + 0.0123)
+    assert r.text() == "within 0.0123 of 0.1918 (3 x the measured noise floor)"
+    assert r.predicted == 0.1918
+    rel = rules.relative(-1.0, 0.1, "a relative band")
+    assert rel.bounds == (-1.1, -0.9) and rel.text().startswith("within 10% of -1")
+    assert rules.at_least(0.0, "x").text() == ">= 0 (x)" and rules.at_least(0.0, "x").predicted is None
+    assert rules.at_most(0.05, "y").bounds == (-math.inf, 0.05)
