@@ -1,17 +1,17 @@
-"""Claim functions P1-P17 and the closed forms of R10-R13 vs direct simulations of two-atom dynamics."""
+"""The registered claims' theory predictions (ptforget-theory) and the closed forms of R10-R13 vs direct
+simulations of two-atom dynamics."""
 
 import json
 import math
 
 import numpy as np
 import pytest
-from ptforget.theory.claims import p3_fkl_weight_gradient
 from scipy import special
 
+from ptforget.check import REGISTRY, ordered, predictions
+from ptforget.check.claims.forward_kl import p3_fkl_weight_gradient
 from ptforget.theory import (
-    CLAIMS,
     TheoryConfig,
-    all_predictions,
     format_predictions,
     oapl_weight,
     predictions_to_json,
@@ -25,12 +25,14 @@ from ptforget.theory import (
 
 @pytest.fixture(scope="module")
 def default_predictions():
-    return all_predictions(TheoryConfig())
+    return predictions(TheoryConfig())
 
 
 def test_every_claim_runs_and_is_finite(default_predictions):
     preds = default_predictions
-    assert [p.claim for p in preds] == [f"P{i}" for i in range(1, 18)] == list(CLAIMS)
+    assert [p.claim for p in preds] == [f"P{i}" for i in range(1, 18)]
+    assert [p.title for p in preds] == [REGISTRY[p.claim].title for p in preds]  # one title per claim
+    assert {c.id for c in ordered()} >= {p.claim for p in preds}
     for p in preds:
         assert p.quantities, p.claim
         for name, value, unit, note in p.quantities:
