@@ -47,6 +47,8 @@ def _jsonable(v: Any) -> Any:
         return {str(k): _jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
+    if isinstance(v, np.ndarray):
+        return _jsonable(v.tolist())
     if hasattr(v, "item") and callable(v.item) and getattr(v, "ndim", 1) == 0:
         return _jsonable(v.item())
     return v

@@ -20,15 +20,20 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
 
     Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``drift`` =
     ||E_q[x | old region] - E_{p*}[x | old region]|| (zero iff the learned conditional old mean matches the
-    target's; the reference absorbs the truncation bias of the region), ``new_error`` likewise on the new region.
+    target's; the reference absorbs the truncation bias of the region), ``new_error`` likewise on the new region;
+    ``core_pos`` = (E_q[x | old core] - mu_o*) . u, the old mode's location from its far half (beyond mu_o*, along
+    the axis u toward mu_n*): it moves with the old mode and hardly with the new mode's tail, so the drift claims
+    read old-mode drift from its change over a run in every family.
     Component view (mixtures): ``weight``, ``comp_drift`` = ||mu_o(t) - mu_o*||, ``comp_new_error`` =
     ||mu_n(t) - mu_n*||, ``comp_bc`` between the learned old and new components.
-    KL estimates: ``kl_q_pstar`` = E_q[log q - log p*] and ``kl_pstar_q`` = E_{p*}[log p* - log q] (MC, n each).
+    KL estimates: ``kl_q_pstar`` = E_q[log q - log p*] and ``kl_pstar_q`` = E_{p*}[log p* - log q]: by quadrature
+    on the task's grid in 1-D, by Monte Carlo with n samples each otherwise.
     """
     ro = generator.readout(task, n)
     _, ref_old, ref_new = target_region_stats(task)
     out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": torch.linalg.norm(ro["region_mean"] - ref_old)}
     out["new_error"] = torch.linalg.norm(ro["new_region_mean"] - ref_new)
+    out["core_pos"] = ro["core_pos"]
     if "weight" in ro:
         out["weight"] = ro["weight"]
         out["comp_drift"] = torch.linalg.norm(ro["comp_old_mean"] - task.mu_old)
@@ -38,6 +43,13 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
             for i in range(task.dim):
                 out[f"mu_old_{i}"] = ro["comp_old_mean"][i]
                 out[f"mu_new_{i}"] = ro["comp_new_mean"][i]
+    grid = task.grid()
+    if grid is not None:
+        x, v = grid
+        lq, lp = generator.log_prob(x), task.log_prob("star", x)
+        out["kl_q_pstar"] = (v * lq.exp() * (lq - lp)).sum()
+        out["kl_pstar_q"] = (v * lp.exp() * (lp - lq)).sum()
+        return out
     x = generator.sample(n)
     out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean()
     y = task.sample("star", n)

@@ -147,3 +147,23 @@ def fit_slope(x: Iterable[float], y: Iterable[float]) -> float:
     if xa.size < 2 or not np.all(np.isfinite(ya)):
         return float("nan")
     return float(np.polyfit(xa, ya, 1)[0])
+
+
+def difference(a: Iterable[Any], b: Iterable[Any], level: float = 0.95) -> Summary:
+    """mean(a) - mean(b) with Welch's t-interval: two independent groups compared in distribution, not by seed."""
+    xa = [float(v) for v in a if is_finite_number(v)]
+    xb = [float(v) for v in b if is_finite_number(v)]
+    n = min(len(xa), len(xb))
+    if n == 0:
+        return Summary(0, math.nan, None, None, None)
+    d = math.fsum(xa) / len(xa) - math.fsum(xb) / len(xb)
+    if n < 2:
+        return Summary(n, d, None, None, None)
+    va = math.fsum((x - math.fsum(xa) / len(xa)) ** 2 for x in xa) / (len(xa) - 1) / len(xa)
+    vb = math.fsum((x - math.fsum(xb) / len(xb)) ** 2 for x in xb) / (len(xb) - 1) / len(xb)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Summary(n, d, 0.0, d, d)
+    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    half = t_quantile(0.5 + level / 2.0, df) * se
+    return Summary(n, d, se, d - half, d + half)

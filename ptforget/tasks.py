@@ -6,6 +6,7 @@ separation is exactly ``delta`` whatever the covariance. Pure tensors, no Lightn
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -16,7 +17,10 @@ from torch.distributions import Categorical, MixtureSameFamily, MultivariateNorm
 from ptforget.errors import check, check_choice
 from ptforget.gaussian import gaussian_log_prob
 
-REWARDS = ("new_bump", "both_bumps", "new_region", "log_p_star", "log_p_new")
+REWARDS = ("new_bump", "both_bumps", "new_region", "old_region", "log_p_star", "log_p_new")
+#: rewards that are constant on each region: the mode-wise rewards (r_o, r_n) of the theory (paper R12, R13)
+REGION_REWARDS = {"new_region": {"reward_old": 0.0, "reward_new": 1.0},
+                  "old_region": {"reward_old": 1.0, "reward_new": 0.0}}
 
 
 @dataclass
@@ -197,6 +201,36 @@ class TwoModeTask:
         loc, log_w = self._cache[wkey]
         return torch.logsumexp(gaussian_log_prob(x, loc, Linv, log_det) + log_w, -1)
 
+    def grid(self, panel: float = 0.25, order: int = 8, margin: float = 10.0) -> tuple[Tensor, Tensor] | None:
+        """Gauss-Legendre nodes (n, 1) and weights (n,) over the task's support, for 1-D tasks (None otherwise).
+
+        The interval reaches ``margin`` standard deviations beyond both modes and q0's new mean, so an integral
+        of a model's density over it is exact to quadrature error for any model that keeps its mass near the
+        modes (the families' region view and KL use it in 1-D instead of Monte Carlo).
+        """
+        if self.dim != 1:
+            return None
+        key = ("grid", panel, order, margin, self.device)
+        if key not in self._cache:
+            import numpy as np
+
+            s = float(self._chol64[0, 0])
+            pts = [float(self._mu_old64[0]), float(self._mu_new64[0]), float(self._mu_new0_64[0])]
+            lo, hi = min(pts) - margin * s, max(pts) + margin * s
+            a, b = (float(v.reshape(-1)[0]) for v in self._discriminant())
+            # panel edges on the region boundary and on mu_o* (the core's edge): no step inside a panel
+            mo = float(self._mu_old64[0])
+            cuts = sorted({lo, hi, min(max(b / a, lo), hi) if a != 0 else lo, mo, mo - 2.0 * s * np.sign(self.delta)})
+            t, w = np.polynomial.legendre.leggauss(order)
+            edges = np.unique(np.concatenate([np.linspace(c0, c1, max(1, math.ceil((c1 - c0) / (panel * s))) + 1)
+                                              for c0, c1 in itertools.pairwise(cuts) if c1 > c0]))
+            half, mid = 0.5 * np.diff(edges), 0.5 * (edges[1:] + edges[:-1])
+            x = (mid[:, None] + half[:, None] * t[None, :]).ravel()
+            v = (half[:, None] * w[None, :]).ravel()
+            self._cache[key] = (torch.tensor(x, dtype=torch.float32, device=self.device).unsqueeze(-1),
+                                torch.tensor(v, dtype=torch.float32, device=self.device))
+        return self._cache[key]
+
     def q0_params(self) -> dict[str, Tensor | float]:
         """Parameters of q0 for initialising mixture generators."""
         return {"weight_old": float(self.beta0), "mu_old": self.mu_old, "mu_new": self.mu_new_init,
@@ -226,13 +260,30 @@ class TwoModeTask:
         """(a, b) of the half-space {a.x > b} that is the old region (exact region metrics for mixtures)."""
         return self._discriminant()
 
+    def old_core(self, width: float = 2.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(a, lo, hi, u): the old mode's far side, the slab {lo < a.x < hi} of points between ``width`` and 0
+        Mahalanobis units beyond mu_o* along the axis away from the new mode, and the unit data-space axis u from
+        mu_o* to mu_n*. The conditional mean there locates the old mode with almost none of the new mode's tail
+        (it starts Delta away) and none of a model's far tails (the ``core_pos`` readout)."""
+        key = ("core", width, self.device)
+        if key not in self._cache:
+            prec = torch.cholesky_inverse(self._chol64)
+            d = self._mu_new64 - self._mu_old64
+            a = prec @ d / max(self.delta, 1e-30)  # a.x has unit variance under each mode
+            c = float(a @ self._mu_old64)
+            u = d / torch.linalg.norm(d).clamp_min(1e-30)
+            self._cache[key] = tuple(v.to(self.device, torch.float32) for v in (
+                a, torch.tensor(c - width, dtype=torch.float64), torch.tensor(c, dtype=torch.float64), u))
+        return self._cache[key]
+
     def reward(self, x: Tensor, kind: str | None = None) -> Tensor:
         """Reward hook for reward-driven objectives.
 
         ``new_bump``: exp(-|x - mu_n|^2_Sigma / (2 w^2)) in [0, 1], high only on the new mode;
         ``both_bumps``: the larger of the old and new bumps (past behaviour visible in the reward);
         ``new_region``: 1 outside the old Bayes region, 0 inside (mode-wise constant rewards r_o = 0, r_n = 1,
-        the setting of the theory's TTT-Discover and OAPL fixed points, paper R12-R13);
+        the setting of the theory's TTT-Discover and OAPL fixed points, paper R12-R13); ``old_region``: the
+        reverse, r_o = 1 > r_n = 0 (the side of R13's condition r_o >= r_n where old mass is kept);
         ``log_p_star`` / ``log_p_new``: log densities.
         """
         kind = kind or self.reward_kind
@@ -243,6 +294,8 @@ class TwoModeTask:
             return self.p_new.log_prob(x)
         if kind == "new_region":
             return (~self.old_region(x)).to(x.dtype)
+        if kind == "old_region":
+            return self.old_region(x).to(x.dtype)
         bump_new = self._bump(x, self.mu_new)
         if kind == "new_bump":
             return bump_new

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptforget.check.runs import RunSpec
 
-#: families whose runs the profile configures separately (flows: their own step budget and pretraining)
+FAMILIES = ("gmm", "mdn", "flow", "realnvp")
+#: normalizing-flow families
 FLOWS = ("flow", "realnvp")
 
 
@@ -37,23 +38,35 @@ class Context:
         """The generator families that claims applying to every family run on (``generators`` in the config)."""
         return [str(g) for g in self.cfg.generators]
 
+    def family(self, family: str) -> DictConfig:
+        """The profile's settings of a family: seeds, steps, overrides."""
+        return self.profile.families[family]
+
     def seeds(self, family: str) -> int:
         """Seeds of a family's runs in this profile."""
-        return int(self.profile.flow_seeds if family in FLOWS else self.profile.seeds)
+        return int(self.family(family).seeds)
+
+    def steps(self, family: str) -> int:
+        return int(self.family(family).steps)
+
+    def sgd(self, family: str, batch: bool = True) -> list[str]:
+        """Overrides for plain SGD at the family's profile settings (the theory's dynamics: gradient descent);
+        ``batch`` False for objectives whose batch is groups x group size."""
+        s = self.family(family).sgd
+        out = ["optimizer=sgd", f"optimizer.lr={float(s.lr)}", "optimizer.schedule=constant",
+               f"trainer.max_steps={int(s.steps)}"]
+        return out + ([f"objective.batch={int(s.batch)}"] if batch else [])
 
     def seeds_of(self, spec: RunSpec) -> int:
         return int(spec.seeds) if spec.seeds is not None else self.seeds(spec.family)
 
     def base_overrides(self, family: str) -> list[str]:
         """Settings every training run of the check shares, then the profile's settings for the family."""
-        o = ["logger=none", "quiet=true", f"threads={int(self.cfg.threads)}", f"study={self.cfg.study}",
-             f"generator={family}", *[str(x) for x in self.cfg.get("train_overrides", [])]]
-        if family in FLOWS:
-            o += [f"generator.pretrain.steps={int(self.profile.flow_pretrain_steps)}",
-                  f"trainer.max_steps={int(self.profile.flow_steps)}"]
-        else:
-            o.append(f"trainer.max_steps={int(self.profile.steps)}")
-        return o
+        fam = self.family(family)
+        return ["logger=none", "quiet=true", f"threads={int(self.cfg.threads)}", f"study={self.cfg.study}",
+                f"generator={family}", f"trainer.max_steps={int(fam.steps)}",
+                f"eval_every={int(self.profile.get('eval_every', 50))}", *[str(x) for x in fam.get("overrides", [])],
+                *[str(x) for x in self.cfg.get("train_overrides", [])]]
 
     # ------------------------------------------------------------------ configs
     def compose(self, overrides: list[str]) -> DictConfig:

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptforget.build import instantiate_group
 from ptforget.check import registry
-from ptforget.check.context import Context
+from ptforget.check.context import FAMILIES, Context
 from ptforget.check.executors import Executor, Inline, Outcome, Submitit
 from ptforget.check.plan import Job, Plan, make_plan, pretrain_jobs
 from ptforget.check.render import (
@@ -37,7 +37,7 @@ log = logging.getLogger("ptforget.check")
 
 #: theory rows need at least this many seeds to count as evidence (fewer: inconclusive, with a note)
 MIN_SEEDS = 3
-PROFILE_INTS = ("seeds", "flow_seeds", "steps", "flow_steps", "flow_pretrain_steps", "exact_batch")
+PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds")
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -63,12 +63,21 @@ def validate_check_config(cfg: DictConfig) -> None:
     for key in PROFILE_INTS:
         if key in cfg.profile:
             check(is_int(cfg.profile[key], 1), f"profile.{key}", cfg.profile[key], "an integer >= 1")
+    fams = cfg.profile.get("families")
+    check(OmegaConf.is_dict(fams), "profile.families", fams, "a mapping of family -> {seeds, steps, overrides}")
+    for name, f in fams.items():
+        for key in ("seeds", "steps"):
+            check(is_int(f.get(key), 1), f"profile.families.{name}.{key}", f.get(key), "an integer >= 1")
+        ov = f.get("overrides", [])
+        check(OmegaConf.is_list(ov) or isinstance(ov, list), f"profile.families.{name}.overrides", ov,
+              "a list of training-config overrides")
     selected_claims(cfg)
     fams = cfg.get("generators")
     check(isinstance(fams, list | tuple) or OmegaConf.is_list(fams), "generators", fams, "a list of families")
     check(len(fams) > 0, "generators", list(fams), "a non-empty list of families: gmm, mdn, flow, realnvp")
     for f in fams:
-        check(f in ("gmm", "mdn", "flow", "realnvp"), "generators", f, "families among gmm, mdn, flow, realnvp")
+        check(f in FAMILIES and f in cfg.profile.families, "generators", f,
+              "families among " + ", ".join(k for k in FAMILIES if k in cfg.profile.families))
     for key in ("reuse", "strict", "batch_seeds"):
         check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "true or false")
     make_executor(cfg)
@@ -113,14 +122,14 @@ class Progress:
 
 
 # ---------------------------------------------------------------------------------------------- stages
-def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False) -> Progress:
+def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False, what: str = "jobs") -> Progress:
     """Run the plan's unfinished jobs; finished ones (same config hash in their folder) are reused."""
     todo = [j for j in plan.jobs if not (reuse and j.finished())]
     reused = [j for j in plan.jobs if j not in todo]
     todo.sort(key=lambda j: -j.cost)  # the longest first: better packing over workers
     pre = pretrain_jobs(todo)
     prog = Progress(pre + todo, sum(j.seeds for j in reused), quiet)
-    prog.say(f"ptforget-check: {len(plan.jobs)} jobs planned ({sum(j.seeds for j in plan.jobs)} runs), "
+    prog.say(f"ptforget-check: {len(plan.jobs)} {what} planned ({sum(j.seeds for j in plan.jobs)} runs), "
              f"{len(reused)} reused, {len(todo)} to train on {executor.describe()}"
              + (f" after pretraining {len(pre)} generators" if pre else ""))
     if pre:
@@ -139,9 +148,15 @@ def results(plan: Plan, specs: list[Any], configs: Context) -> dict[Any, Result]
     return got
 
 
-def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]) -> tuple[list[Verdict], dict[str, Any], list[str]]:
-    """Every claim's rows and section; a claim that cannot be judged (missing runs, an error) is reported."""
+Pending = list[tuple[Verdict, registry.Explanation]]
+
+
+def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]
+          ) -> tuple[list[Verdict], dict[str, Any], list[str], Pending]:
+    """Every claim's rows and section; a claim that cannot be judged (missing runs, an error) is reported. Theory
+    rows that do not hold and declare an explanation are returned as pending: their controls run next."""
     verdicts: list[Verdict] = []
+    pending: Pending = []
     sections: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
     for c in claims:
@@ -168,7 +183,37 @@ def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]) -> tuple[list[
                 v.verdict = "inconclusive"
                 v.note = (v.note + " " if v.note else "") + f"n={v.n} < {MIN_SEEDS} seeds: not evidence."
             verdicts.append(v)
-    return verdicts, sections, errors
+            if v.kind == "theory" and v.verdict != "holds" and r.explain is not None:
+                pending.append((v, r.explain))
+    return verdicts, sections, errors, pending
+
+
+class _Controls(registry.Claim):
+    id, title = "controls", "control runs of rows that do not hold"
+
+    def __init__(self, specs: list[Any] | None = None) -> None:
+        self.specs = specs or []
+
+    def runs(self, ctx: Context) -> list[Any]:
+        return self.specs
+
+
+def explain(ctx: Context, pending: Pending, executor: Executor, reuse: bool, quiet: bool) -> tuple[Progress, list]:
+    """Train the control runs of the pending rows, then write what each measured into its row's control text."""
+    specs = list(dict.fromkeys(s for _, e in pending for s in e.runs))
+    holder = _Controls(specs)
+    plan = make_plan(ctx, [holder])
+    write_json(ctx.out / "plan_controls.json", plan.to_json(ctx.out))
+    prog = execute(plan, executor, reuse, quiet, what="control jobs for the rows that do not hold")
+    errors = []
+    for v, e in pending:
+        try:
+            text = e.describe(results(plan, list(e.runs), ctx))
+        except Exception as err:  # a failed control: said in the row and as an error
+            errors.append(f"control of {v.claim} ({v.family}): {type(err).__name__}: {err}")
+            text = f"control failed ({type(err).__name__}: {err})"
+        v.control = f"{v.control} {text}".strip()
+    return prog, errors
 
 
 def merge_previous(out: Path, verdicts: list[Verdict], judged: list[str]) -> tuple[list[Verdict], str]:
@@ -203,16 +248,24 @@ def run_check(cfg: DictConfig, out_dir: str | Path,
     executor = make_executor(cfg)
     if isinstance(executor, Submitit):
         executor.out = out
-    prog = execute(plan, executor, bool(cfg.reuse), quiet=bool(cfg.get("quiet", False)))
-    verdicts, sections, errors = judge(ctx, plan, claims)
-    errors += [f"job {', '.join(j.labels)} ({j.path}): {o.error}" for j, o in prog.failed]
+    quiet = bool(cfg.get("quiet", False))
+    prog = execute(plan, executor, bool(cfg.reuse), quiet=quiet)
+    verdicts, sections, errors, pending = judge(ctx, plan, claims)
+    failed = list(prog.failed)
+    trained, reused = prog.seeds_trained, prog.reused
+    if pending:
+        cprog, cerr = explain(ctx, pending, executor, bool(cfg.reuse), quiet)
+        errors += cerr
+        failed += cprog.failed
+        trained, reused = trained + cprog.seeds_trained, reused + cprog.reused
+    errors += [f"job {', '.join(j.labels)} ({j.path}): {o.error}" for j, o in failed]
     verdicts, merged = merge_previous(out, verdicts, [c.id for c in claims])
     payload: dict[str, Any] = {
         "profile": OmegaConf.to_container(cfg.profile, resolve=True),
         "executor": executor.describe(),
         "wall_time_s": time.perf_counter() - t0,
-        "runs_trained": prog.seeds_trained,
-        "runs_reused": prog.reused,
+        "runs_trained": trained,
+        "runs_reused": reused,
         "jobs": len(plan.jobs),
         "claims": [c.id for c in claims],
         "counts": counts(verdicts),

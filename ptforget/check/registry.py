@@ -34,11 +34,22 @@ KINDS = ("theory", "consistency", "identity")
 
 
 @dataclass
+class Explanation:
+    """Control runs that explain a theory row that does not hold, trained only when it does not: ``describe``
+    turns their results into the row's control text (what they measured)."""
+
+    runs: Sequence[RunSpec]
+    describe: Callable[[dict[RunSpec, Result]], str]
+
+
+@dataclass
 class Row:
     """One verdict row: a statistic measured on runs (one value per seed) under a rule.
 
     ``family`` is the generator family (gmm, mdn, flow, realnvp) or the simulation the values come from;
-    ``control`` names the control run behind a tolerance or an explanation and what it measured.
+    ``control`` names the control run behind a tolerance or an explanation and what it measured. With ``versus``
+    the statistic is mean(values) - mean(versus) of two independent groups, judged on Welch's interval.
+    ``extra`` carries tags for tables of a section (e.g. a method's condition and side).
     """
 
     title: str
@@ -52,11 +63,16 @@ class Row:
     control: str = ""
     figure: str | None = None
     claim: str = ""
+    versus: Sequence[float] | None = None
+    extra: dict = field(default_factory=dict)
+    explain: Explanation | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"row kind must be one of {KINDS}, got {self.kind!r}")
         self.values = [float(v) for v in self.values]
+        if self.versus is not None:
+            self.versus = [float(v) for v in self.versus]
 
 
 @dataclass

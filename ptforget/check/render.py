@@ -19,7 +19,7 @@ from typing import Any
 from ptforget.check.registry import KINDS, Row
 from ptforget.check.rules import VERDICTS, fmt
 from ptforget.io import read_json
-from ptforget.stats import summarize
+from ptforget.stats import difference, summarize
 
 README_START = "<!-- verdicts:start -->"
 README_END = "<!-- verdicts:end -->"
@@ -48,6 +48,8 @@ class Verdict:
     note: str
     control: str
     figure: str | None
+    versus: list[float] | None = None
+    extra: dict | None = None
 
     def measured(self) -> str:
         """mean [lo, hi] (n), or the single value with n=1 and no interval."""
@@ -57,10 +59,11 @@ class Verdict:
 
 
 def judge_row(row: Row, section: str) -> Verdict:
-    s = summarize(row.values)
+    s = summarize(row.values) if row.versus is None else difference(row.values, row.versus)
     return Verdict(row.claim, section, row.title, row.family, row.kind, row.scope, row.statistic, s.n, s.mean, s.lo,
                    s.hi, list(row.values), row.rule.predicted, row.rule.text(), [row.rule.lo, row.rule.hi],
-                   row.rule.judge(s), row.note, row.control, row.figure)
+                   row.rule.judge(s), row.note, row.control, row.figure,
+                   list(row.versus) if row.versus is not None else None, dict(row.extra))
 
 
 def verdict_from_json(d: dict[str, Any]) -> Verdict:
@@ -71,7 +74,7 @@ def verdict_from_json(d: dict[str, Any]) -> Verdict:
                    int(d["n"]), float(d["mean"]) if d["mean"] is not None else math.nan, num(d["lo"]), num(d["hi"]),
                    [float(v) if v is not None else math.nan for v in d.get("values", [])], num(d.get("predicted")),
                    d["rule"], [float(b) for b in d.get("bounds", [-math.inf, math.inf])], d["verdict"],
-                   d.get("note", ""), d.get("control", ""), d.get("figure"))
+                   d.get("note", ""), d.get("control", ""), d.get("figure"), d.get("versus"), d.get("extra") or {})
 
 
 def counts(verdicts: Iterable[Verdict]) -> dict[str, dict[str, int]]:

@@ -77,20 +77,36 @@ def near(target: float, tol: float, why: str, exact: bool = False) -> Rule:
     return Near(target - tol, target + tol, why, exact, target, tol)
 
 
+def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_why: str = "") -> Rule:
+    """|statistic - target| <= max(2 t s / sqrt(n), floor): twice the 95% half-width of the n-seed mean (s the
+    seeds' spread). A right prediction holds with probability about 0.95 and almost never fails; one off by more
+    than 3 half-widths fails. ``floor``: a smaller tolerance is not meaningful (a convergence tolerance, a Monte-
+    Carlo error of the prediction), with its reason."""
+    from ptforget.stats import summarize, t_quantile
+
+    s = summarize(values)
+    half = t_quantile(0.975, s.n - 1) * s.std / math.sqrt(s.n) if s.n >= 2 and s.std else 0.0
+    tol = max(2.0 * half, float(floor))
+    reason = "2 x the 95% half-width of the seed mean (the experiment's resolution)"
+    if floor and tol == floor:
+        reason = floor_why or "a tolerance floor"
+    return Near(target - tol, target + tol, reason + (f"; {why}" if why else ""), False, target, tol)
+
+
 def relative(target: float, frac: float, why: str, exact: bool = False) -> Rule:
     """|statistic - target| <= frac |target| (a relative band, e.g. for a scaling law)."""
     tol = abs(frac * target)
     return Relative(target - tol, target + tol, why, exact, target, frac)
 
 
-def at_most(bound: float, why: str, exact: bool = False) -> Rule:
-    """statistic <= bound."""
-    return AtMost(-math.inf, bound, why, exact)
+def at_most(bound: float, why: str, exact: bool = False, predicted: float | None = None) -> Rule:
+    """statistic <= bound (``predicted``: the theory's value, shown beside the bound)."""
+    return AtMost(-math.inf, bound, why, exact, predicted)
 
 
-def at_least(bound: float, why: str, exact: bool = False) -> Rule:
-    """statistic >= bound."""
-    return AtLeast(bound, math.inf, why, exact)
+def at_least(bound: float, why: str, exact: bool = False, predicted: float | None = None) -> Rule:
+    """statistic >= bound (``predicted``: the theory's value, shown beside the bound)."""
+    return AtLeast(bound, math.inf, why, exact, predicted)
 
 
 def between(lo: float, hi: float, why: str, exact: bool = False) -> Rule:
@@ -126,11 +142,23 @@ class Relative(Rule):
 
 @dataclass(frozen=True)
 class AtMost(Rule):
+    shown: float | None = None
+
+    @property
+    def predicted(self) -> float | None:
+        return self.shown
+
     def condition(self) -> str:
         return f"<= {fmt(self.hi)}"
 
 
 @dataclass(frozen=True)
 class AtLeast(Rule):
+    shown: float | None = None
+
+    @property
+    def predicted(self) -> float | None:
+        return self.shown
+
     def condition(self) -> str:
         return f">= {fmt(self.lo)}"

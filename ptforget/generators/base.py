@@ -61,12 +61,31 @@ class Generator(nn.Module):
     # ------------------------------------------------------------------ readout
     @torch.no_grad()
     def region_view(self, task: TwoModeTask, n: int) -> dict[str, Tensor]:
-        """Old-region mass and E_q[x | old region], E_q[x | new region], by Monte Carlo with n samples."""
+        """Old-region mass and E_q[x | old region], E_q[x | new region]: by quadrature of ``log_prob`` on the
+        task's grid in 1-D (no Monte-Carlo noise), by Monte Carlo with n samples otherwise."""
+        grid = task.grid()
+        if grid is not None:
+            x, v = grid
+            q = v * self.log_prob(x).exp()
+            mask = task.old_region(x).to(q.dtype)
+            z = q.sum()
+            m_old, m_new = (q * mask).sum(), (q * (1 - mask)).sum()
+            old = (q * mask) @ x / m_old.clamp_min(1e-30)
+            new = (q * (1 - mask)) @ x / m_new.clamp_min(1e-30)
+            a, lo, hi, u = task.old_core()
+            t = x @ a
+            core = ((t > lo) & (t < hi)).to(q.dtype) * q
+            pos = (core @ x / core.sum().clamp_min(1e-30) - task.mu_old) @ u
+            return {"region_mass": m_old / z, "region_mean": old, "new_region_mean": new, "core_pos": pos}
         x = self.sample(n)
         mask = task.old_region(x).to(x.dtype).unsqueeze(-1)
         old = (x * mask).sum(0) / mask.sum().clamp_min(1.0)
         new = (x * (1 - mask)).sum(0) / (1 - mask).sum().clamp_min(1.0)
-        return {"region_mass": mask.mean(), "region_mean": old, "new_region_mean": new}
+        a, lo, hi, u = task.old_core()
+        t = x @ a
+        core = ((t > lo) & (t < hi)).to(x.dtype).unsqueeze(-1)
+        pos = ((x * core).sum(0) / core.sum().clamp_min(1.0) - task.mu_old) @ u
+        return {"region_mass": mask.mean(), "region_mean": old, "new_region_mean": new, "core_pos": pos}
 
     @torch.no_grad()
     def component_view(self) -> dict[str, Tensor] | None:
@@ -84,8 +103,13 @@ class Generator(nn.Module):
 
 
 def region_stats(weights: Tensor, loc: Tensor, cov: Tensor, task: TwoModeTask) -> dict[str, Tensor]:
-    """Exact region view of a Gaussian mixture: the old region of an equal-covariance task is a half-space."""
+    """Exact region view of a Gaussian mixture: the old region of an equal-covariance task is a half-space, and so
+    is the old mode's core (``TwoModeTask.old_core``: a slab, the difference of two half-spaces)."""
     a, b = task.old_region_halfspace()
     mass, old = halfspace_stats(weights, loc, cov, a, b)
     _, new = halfspace_stats(weights, loc, cov, -a, -b)
-    return {"region_mass": mass, "region_mean": old, "new_region_mean": new}
+    ac, lo, hi, u = task.old_core()
+    m_lo, mean_lo = halfspace_stats(weights, loc, cov, ac, lo)
+    m_hi, mean_hi = halfspace_stats(weights, loc, cov, ac, hi)
+    core = (m_lo * mean_lo - m_hi * mean_hi) / (m_lo - m_hi).clamp_min(1e-30)
+    return {"region_mass": mass, "region_mean": old, "new_region_mean": new, "core_pos": (core - task.mu_old) @ u}

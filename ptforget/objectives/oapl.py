@@ -33,7 +33,7 @@ from torch import Tensor
 from ptforget.errors import check, check_choice
 from ptforget.generators.base import Generator
 from ptforget.objectives.base import Objective, copy_params_, frozen_copy
-from ptforget.tasks import REWARDS, TwoModeTask
+from ptforget.tasks import REGION_REWARDS, REWARDS, TwoModeTask
 
 
 def _pos_int(v: Any) -> bool:
@@ -84,6 +84,7 @@ class OAPL(Objective):
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
         out: dict[str, Any] = {"tau": float(spec.get("beta1", 1.0))}
+        out.update(REGION_REWARDS.get(spec.get("reward", ""), {}))
         lag = spec.get("lag", 100)
         if lag is not None and lag not in ("inf", ".inf") and not (isinstance(lag, float) and math.isinf(lag)):
             out["refreshes"] = int(steps) // int(lag)

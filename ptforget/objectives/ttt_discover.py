@@ -39,7 +39,7 @@ from torch import Tensor
 from ptforget.errors import check, check_choice
 from ptforget.generators.base import Generator
 from ptforget.objectives.base import Objective, frozen_copy
-from ptforget.tasks import REWARDS, TwoModeTask
+from ptforget.tasks import REGION_REWARDS, REWARDS, TwoModeTask
 
 BETA_MAX = 1e6
 N_BISECT = 60
@@ -207,6 +207,7 @@ class TTTDiscover(Objective):
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
         out: dict[str, Any] = {"lam": float(spec.get("lam", 0.0))}
+        out.update(REGION_REWARDS.get(spec.get("reward", ""), {}))
         if not isinstance(spec.get("beta", "adaptive"), str):
             out["gamma"] = float(spec["beta"])
         return out

@@ -6,6 +6,7 @@ Each is small enough to be checked against a direct simulation of its two-atom a
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from ptforget.errors import check_choice
 
@@ -40,6 +41,28 @@ def starvation_probability(beta: float, batch: int, replay: float = 0.0, mode: s
     if mode == "mixture":
         return ((1.0 - lam) * (1.0 - b)) ** batch
     return 0.0
+
+
+def starvation_given_mass(mass: Any, batch: int, replay: float = 0.0, mode: str = "on_policy",
+                          source_mass: float = 1.0) -> Any:
+    """P(no old-region sample in a batch of B) when the model's old-region mass is ``mass`` (array or scalar) and
+    a replay sample lands in the old region with probability ``source_mass`` (p_old's mass there).
+
+    on_policy: (1-m)^B; mixture: (lam (1-a) + (1-lam)(1-m))^B; fixed_slots with k = ceil(lam B) replay slots:
+    (1-a)^k (1-m)^(B-k). With a = 1 these are R10's forms.
+    """
+    import numpy as np
+
+    m = np.asarray(mass, dtype=float)
+    lam = check_replay(replay)
+    check_choice(mode, "mode", STARVATION_MODES)
+    a = float(source_mass)
+    if mode == "fixed_slots" and lam > 0:
+        k = math.ceil(lam * batch - 1e-12)
+        return (1 - a) ** k * (1 - m) ** (batch - k)
+    if mode == "on_policy":
+        lam = 0.0
+    return (lam * (1 - a) + (1 - lam) * (1 - m)) ** batch
 
 
 def sdft_weight_after_refreshes(beta0: float, kappa: float, k: int) -> float:

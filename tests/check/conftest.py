@@ -6,8 +6,10 @@ import pytest
 from hydra import compose, initialize_config_module
 
 #: a profile small enough for tests: 3 seeds, short runs, small flows
-TINY = ["profile.seeds=3", "profile.flow_seeds=3", "profile.steps=60", "profile.flow_steps=30",
-        "profile.flow_pretrain_steps=30", "profile.exact_batch=2048", "train_overrides=['eval_every=10','n_eval=512']"]
+TINY = ["profile.families.gmm.seeds=3", "profile.families.mdn.seeds=3", "profile.families.flow.seeds=3",
+        "profile.families.gmm.steps=60", "profile.families.mdn.steps=60", "profile.families.flow.steps=30",
+        "profile.families.flow.overrides=[generator.pretrain.steps=30]", "profile.exact_batch=2048",
+        "train_overrides=['eval_every=10','n_eval=512']"]
 
 
 def check_config(*overrides: str):

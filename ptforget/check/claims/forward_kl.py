@@ -1,5 +1,10 @@
 """Forward-KL claims (SFT on new data): mass forgetting P1, the collapse law P2, the weight gradient P3, the old
-mean's migration P4 and replay P5 (paper R1-R4, R9)."""
+mode's migration P4 and replay P5 (paper R1-R4, R9).
+
+For every family the forward-KL optimum is a distribution (p_new, or the replay mixture), so the theory predicts
+the trained model's region view exactly, whatever family is trained to it; the GMM is also read in its component
+view, and plain-SGD GMM runs are compared with the exact population flow (consistency rows).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import T6
+from ptforget.check.claims.common import D1, gap_floor, longer_run, region_of, started_at_prediction, task_of
 from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.theory import (
@@ -115,14 +120,18 @@ def p5_fkl_replay_optimum(cfg: TheoryConfig) -> Prediction:
     return p
 
 
+def _fkl(family: str, delta: float, *extra: str) -> RunSpec:
+    return RunSpec(f"fkl_d{delta:g}", family, ("objective=fkl", *D1, f"task.delta={delta}", *extra))
+
+
 @register
 class MassCollapse(Claim):
-    """Forward KL on new data drives the old mass to zero, for every family."""
+    """Forward KL on new data drives the old mass to zero, for every family (paper R1)."""
 
     id, title, order = "P1", "Forward KL (SFT on new data): mass forgetting", 1
 
     def specs(self, ctx):
-        return {g: RunSpec(f"p1_fkl_{g}", g, ("objective=fkl", *T6)) for g in ctx.families}
+        return {g: _fkl(g, 6.0) for g in ctx.families}
 
     def runs(self, ctx):
         return self.specs(ctx).values()
@@ -131,9 +140,16 @@ class MassCollapse(Claim):
         curves = {}
         for g, spec in self.specs(ctx).items():
             res = got[spec]
+            task = task_of(ctx, spec)
+            opt = region_of(task, [(1.0, "new")])["mass"]
+            thr = float(ctx.profile.forgetting_threshold) * task.beta_star
             curves[g] = res.curves("old_mass")
-            yield Row("SFT drives the old mass to 0", g, "theory", "Delta=6, beta*=0.5", "final old-region mass",
-                      res.values("old_mass"), rules.at_most(0.05, "a tenth of beta*: the old mode is forgotten"))
+            yield Row("SFT drives the old mass to 0", g, "theory", f"Delta={task.delta:g}, from beta0={task.beta0:g}",
+                      "final old-region mass", res.values("old_mass"),
+                      rules.at_most(thr, f"paper D1: forgotten = below {ctx.profile.forgetting_threshold:g} x beta*, "
+                                    "the retention threshold profile.forgetting_threshold", predicted=opt),
+                      note=f"the optimum q = p_new has old-region mass {opt:.3g}",
+                      explain=longer_run(spec, 3 * ctx.steps(g), "old_mass"))
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p1_fkl_old_mass.png"), key="old_mass",
                                                    title="P1: forward KL (SFT on p_new), Delta=6: old-region mass")])
 
@@ -141,12 +157,12 @@ class MassCollapse(Claim):
 
 
 P2_COMMON = ("objective=fkl", "optimizer=sgd", "task.dim=1", "task.delta=6", "task.beta_star=0.5", "task.new_offset=0",
-             "generator.train_means=false", "eval_every=5")
+             "generator.train_means=false")
 
 
 @register
 class CollapseLaw(Claim):
-    """Collapse law: 1/t for logit weights, linear for direct weights (means frozen, plain GD)."""
+    """Collapse laws with the means frozen and plain GD: 1/t for logit weights, linear for direct ones (R3)."""
 
     id, title, order = "P2", "Forward-KL collapse law", 2
     h, steps, hd = 0.5, 400, 0.01
@@ -154,7 +170,7 @@ class CollapseLaw(Claim):
     def specs(self, ctx):
         b = f"objective.batch={int(ctx.profile.exact_batch)}"
         return (RunSpec("p2_logit", "gmm", (*P2_COMMON, b, f"optimizer.lr={self.h}",
-                                            f"trainer.max_steps={self.steps}")),
+                                            f"trainer.max_steps={self.steps}", "eval_every=5")),
                 RunSpec("p2_direct", "gmm", (*P2_COMMON, b, "generator.weight=direct", f"optimizer.lr={self.hd}",
                                              "trainer.max_steps=80", "eval_every=1")))
 
@@ -167,27 +183,37 @@ class CollapseLaw(Claim):
         tc = ctx.theory(logit_spec)
         flow = tc.flow("fkl")
         b0, h = float(tc.beta0), tc.lr
-        errs, better = [], []
-        for r in res.runs:
-            t, beta = r.steps, r.col("weight")
-            errs.append(float(np.max(np.abs(beta - flow["weight"][t.astype(int)]))))
-            keep = t > 0
-            law = b0 / (1 + b0 * h * t[keep])
-            k = -np.polyfit(t[keep], np.log(beta[keep] / b0), 1)[0]  # best exponential through beta0
-            rms_t = np.sqrt(np.mean(np.log(beta[keep] / law) ** 2))
-            rms_e = np.sqrt(np.mean(np.log(beta[keep] / (b0 * np.exp(-k * t[keep]))) ** 2))
-            better.append(rms_e / max(rms_t, 1e-12))
-        yield Row("SFT collapse (logit) follows the exact flow", "gmm", "consistency", "SGD, means fixed, Delta=6",
-                  "max |beta_learned - beta_exact flow|", errs, rules.at_most(0.02, "SGD noise of the large batch"))
-        yield Row("SFT collapse law (logit): 1/t, not exponential", "gmm", "theory", "SGD, means fixed, Delta=6",
-                  "RMS log-error ratio exponential / 1/t law", better,
-                  rules.at_least(1.0, "the 1/t law fits better than the best exponential"))
+        t_lo = 20
+
+        def exponent(t: np.ndarray, beta: np.ndarray) -> float:
+            keep = (t >= t_lo) & (beta > 0)
+            return float(np.polyfit(np.log(t[keep]), np.log(beta[keep]), 1)[0])
+
+        closed = exponent(flow["step"].astype(float), b0 / (1 + b0 * h * flow["step"]))
+        vals = res.values(lambda r: exponent(r.steps, r.col("weight")))
+        yield Row("SFT collapse law (logit): beta_t ~ 1/t", "gmm", "theory",
+                  f"SGD h={h:g}, means fixed, Delta={tc.delta:g}",
+                  f"fitted exponent a of beta_t ~ t^a over steps [{t_lo}, {self.steps}]", vals,
+                  rules.near(-1.0, 0.05, "on this window the law's own forms (R3's ODE, its discrete map, the closed "
+                             "form b0/(1+b0 h t)) span -1.011 to -0.959; an exponential decay gives about -1.5"),
+                  note=f"the closed form's own exponent on the window: {closed:.4f}")
+        yield Row("SFT collapse (logit): exponent = exact flow's", "gmm", "consistency", "SGD, means fixed, Delta=6",
+                  f"fitted exponent over steps [{t_lo}, {self.steps}]", vals,
+                  rules.resolution(exponent(flow["step"].astype(float), flow["weight"]), vals))
         td = ctx.theory(direct_spec)
         pred = (float(td.beta0) - float(td.beta0) ** 2 / 2) / td.lr
-        hit = got[direct_spec].values(lambda r: float(r.steps[np.argmax(r.col("weight") <= 0.0011)]))
-        yield Row("SFT collapse law (direct): linear, hits 0 in (b0 - b0^2/2)/h steps", "gmm", "theory",
-                  "SGD, means fixed, Delta=6", "steps until beta reaches the clip", hit,
-                  rules.relative(pred, 0.2, "a relative band for the well-separated law"))
+
+        def crossing(r):  # step at which beta reaches 0.1 (linear interpolation between evaluations)
+            w, t = r.col("weight"), r.steps
+            i = int(np.argmax(w <= 0.1))
+            return float(t[i - 1] + (w[i - 1] - 0.1) / (w[i - 1] - w[i]) * (t[i] - t[i - 1])) if i > 0 else np.nan
+
+        law_cross = (float(td.beta0) - float(td.beta0) ** 2 / 2 - (0.1 - 0.1**2 / 2)) / td.lr
+        yield Row("SFT collapse law (direct): linear, d beta/dt = -1/(1-beta)", "gmm", "theory",
+                  f"SGD h={td.lr:g}, means fixed, Delta={td.delta:g}", "step at which beta crosses 0.1",
+                  got[direct_spec].values(crossing),
+                  rules.relative(law_cross, 0.05, "a relative band for the well-separated law"),
+                  note=f"the law reaches 0 after (b0 - b0^2/2)/h = {pred:.1f} steps")
         theory = {"exact flow": (flow["step"], flow["weight"]),
                   "1/t law b0/(1+b0 h t)": (flow["step"], b0 / (1 + b0 * h * flow["step"]))}
         yield Section([ctx.plots.plot_trajectories({"learned (logit, h=0.5)": res.curves("weight")},
@@ -199,7 +225,8 @@ class CollapseLaw(Claim):
 
 @register
 class WeightGradient(Claim):
-    """The exact forward-KL weight gradient (beta - m_{n->o})/(beta(1-beta)), against autograd on samples."""
+    """The exact forward-KL weight gradient (beta - m_{n->o})/(beta(1-beta)), against autograd on samples: an
+    identity (sanity), not evidence."""
 
     id, title, order = "P3", "Forward-KL weight gradient", 3
 
@@ -227,24 +254,46 @@ class WeightGradient(Claim):
 
 
 @register
-class OldMeanMigration(Claim):
-    """SFT with trainable means: the old mean drifts toward the new mode (exact flow vs learned)."""
+class OldModeMigration(Claim):
+    """SFT moves the old mode onto the new one: region view for every family, component view for mixtures (R4)."""
 
-    id, title, order = "P4", "Forward-KL old-mean migration", 4
+    id, title, order = "P4", "Forward-KL old-mode migration", 4
     h, steps = 0.5, 1500
 
     def specs(self, ctx):
-        return {d: RunSpec(f"p4_d{d:g}", "gmm", (
+        return {g: _fkl(g, 2.0) for g in ctx.families}
+
+    def exact(self, ctx):
+        return {d: RunSpec(f"p4_sgd_d{d:g}", "gmm", (
             "objective=fkl", "optimizer=sgd", f"optimizer.lr={self.h}", "task.dim=1", f"task.delta={d}",
             "task.new_offset=1", f"trainer.max_steps={self.steps}",
             f"objective.batch={int(ctx.profile.exact_batch) // 4}", "eval_every=20")) for d in (2.0, 6.0)}
 
     def runs(self, ctx):
-        return self.specs(ctx).values()
+        return [*self.specs(ctx).values(), *self.exact(ctx).values()]
 
     def rows(self, ctx, got):
-        curves, theory = {}, {}
-        for delta, spec in self.specs(ctx).items():
+        curves = {}
+        for g, spec in self.specs(ctx).items():
+            res = got[spec]
+            task = task_of(ctx, spec)
+            pred = region_of(task, [(1.0, "new")])["drift"]
+            flo, why = gap_floor(float(np.mean([r.col("drift")[0] for r in res.runs])), pred)
+            curves[g] = res.curves("drift")
+            yield Row("SFT: the old region's mean moves to p_new's", g, "theory", f"Delta={task.delta:g}",
+                      "final old-region drift ||E_q[x|old] - E_p*[x|old]||", res.values("drift"),
+                      rules.resolution(pred, res.values("drift"), floor=flo, floor_why=why),
+                      note="q -> p_new: the drift of p_new's own old-region mean",
+                      explain=longer_run(spec, 3 * ctx.steps(g), "drift"))
+            if g in ("gmm", "mdn"):
+                flo, why = gap_floor(0.0, task.delta)
+                yield Row("SFT: the old component migrates onto the new mode", g, "theory", f"Delta={task.delta:g}",
+                          "final ||mu_o - mu_o*||", res.values("comp_drift"),
+                          rules.resolution(task.delta, res.values("comp_drift"), floor=flo, floor_why=why),
+                          note=f"final old weight {np.mean(res.values('weight')):.3g}",
+                          explain=longer_run(spec, 3 * ctx.steps(g), "comp_drift"))
+        theory = {}
+        for delta, spec in self.exact(ctx).items():
             res = got[spec]
             flow = ctx.theory(spec).flow("fkl")
             pred = float(flow["old_mean_error"][-1])
@@ -253,35 +302,47 @@ class OldMeanMigration(Claim):
                       "final ||mu_o - mu_o*||", res.values("comp_drift"),
                       rules.near(pred, tol, "15% of the prediction, at least 0.1"),
                       note=f"final weight: learned {np.mean(res.values('weight')):.3g}, flow {flow['weight'][-1]:.3g}")
-            curves[f"learned Delta={delta:g}"] = res.curves("comp_drift")
-            theory[f"exact flow Delta={delta:g}"] = (flow["step"], flow["old_mean_error"])
-        yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p4_fkl_old_mean.png"), key="comp_drift",
-                                                   title="P4: old-mean drift under SFT", theory=theory)])
+            theory[f"GMM exact flow (SGD), Delta={delta:g}: ||mu_o - mu_o*||"] = (flow["step"], flow["old_mean_error"])
+        yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p4_fkl_old_mode.png"), key="drift",
+                                                   title="P4: SFT at Delta=2, old-region drift (Adam)")])
 
     predict = staticmethod(p4_fkl_old_mean_drift)
 
 
 @register
 class ReplayOptimum(Claim):
-    """SFT + replay: the final old weight equals the replay fraction lambda."""
+    """SFT + replay of p_old with fraction lambda: the optimum is lambda p_old + (1 - lambda) p_new (R9)."""
 
     id, title, order = "P5", "Forward KL + replay", 5
 
     def specs(self, ctx):
-        return {float(lam): RunSpec(f"p5_lam{lam:g}", "gmm", ("objective=fkl_replay", f"objective.lam={lam}"))
-                for lam in ctx.profile.replay_lambdas}
+        return {(g, float(lam)): RunSpec(f"fklr_l{lam:g}", g, ("objective=fkl_replay", f"objective.lam={lam}", *D1,
+                                                               "task.delta=4"))
+                for g in ctx.families for lam in ctx.profile.replay_lambdas}
 
     def runs(self, ctx):
         return self.specs(ctx).values()
 
     def rows(self, ctx, got):
         lams, finals = [], []
-        for lam, spec in self.specs(ctx).items():
-            vals = got[spec].values("weight")
-            lams.append(lam)
-            finals.append(vals)
-            yield Row("SFT + replay keeps weight = lambda", "gmm", "theory", f"lambda={lam:g}", "final old weight",
-                      vals, rules.near(lam, 0.03, "Adam noise at lr 0.01"))
-        yield Section([ctx.plots.plot_replay(lams, finals, ctx.figure_path("p5_replay.png"))])
+        for (g, lam), spec in self.specs(ctx).items():
+            res = got[spec]
+            task = task_of(ctx, spec)
+            pred = region_of(task, [(lam, "old"), (1 - lam, "new")])["mass"]
+            flo, why = gap_floor(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            yield Row("SFT + replay: old mass = that of lambda p_old + (1-lambda) p_new", g, "theory",
+                      f"lambda={lam:g}, Delta={task.delta:g}, from beta0={task.beta0:g}", "final old-region mass",
+                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), floor=flo, floor_why=why),
+                      explain=started_at_prediction(spec, (f"task.beta0={lam}", "task.new_offset=0"), "old_mass",
+                                                    pred))
+            if g == "gmm":
+                flo, why = gap_floor(task.beta0, lam)
+                yield Row("SFT + replay: old weight = lambda", g, "theory", f"lambda={lam:g}, Delta={task.delta:g}",
+                          "final old weight", res.values("weight"),
+                          rules.resolution(lam, res.values("weight"), floor=flo, floor_why=why))
+                lams.append(lam)
+                finals.append(res.values("weight"))
+        if lams:
+            yield Section([ctx.plots.plot_replay(lams, finals, ctx.figure_path("p5_replay.png"))])
 
     predict = staticmethod(p5_fkl_replay_optimum)

@@ -1,4 +1,5 @@
-"""Replay claims: reverse KL with IS-corrected replay P12 and old-mode starvation P13 (paper R10)."""
+"""Replay claims: reverse KL with IS-corrected replay P12 and old-mode starvation P13 (paper R10), on every
+family (1-D task, region view)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import math
 import numpy as np
 
 from ptforget.check import rules
+from ptforget.check.claims.common import D1, gap_floor, region_of, started_at_prediction, task_of
 from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.theory import Prediction, TheoryConfig, replay_importance_stats, starvation_probability
+from ptforget.theory.methods import starvation_given_mass
 
 
 def p12_rkl_replay_is(cfg: TheoryConfig) -> Prediction:
@@ -43,66 +46,98 @@ def p13_starvation(cfg: TheoryConfig) -> Prediction:
 
 @register
 class ReverseReplay(Claim):
-    """Reverse KL + replay: the optimum is unchanged and IS weights stay below 1/(1-lambda)."""
+    """Reverse KL with IS-corrected replay leaves the optimum p*: from beta0 = 0.2 the old mass reaches p*'s (R10);
+    every importance weight stays below 1/(1-lambda) (a proven bound: sanity)."""
 
     id, title, order = "P12", "Reverse KL + replay: IS weights", 12
 
     def specs(self, ctx):
-        return {float(lam): RunSpec(f"p12_lam{lam:g}", "gmm", ("objective=rkl_replay", f"objective.lam={lam}"))
-                for lam in ctx.profile.replay_lambdas}
+        lams = ctx.profile.get("rkl_replay_lambdas", [0.1])
+        return {(g, float(lam)): RunSpec(f"rklr_l{lam:g}_b0.2", g, (
+            "objective=rkl_replay", f"objective.lam={lam}", *D1, "task.delta=6", "task.beta0=0.2"))
+            for g in ctx.families for lam in lams}
 
     def runs(self, ctx):
         return self.specs(ctx).values()
 
     def rows(self, ctx, got):
-        for lam, spec in self.specs(ctx).items():
+        curves = {}
+        for (g, lam), spec in self.specs(ctx).items():
             res = got[spec]
-            beta = float(ctx.value(spec, "task.beta_star"))
-            yield Row("Reverse KL + replay keeps beta*", "gmm", "theory", f"lambda={lam:g}", "final old weight",
-                      res.values("weight"), rules.near(beta, 0.05, "a tenth of beta*"))
+            task = task_of(ctx, spec)
+            pred = region_of(task, [(task.beta_star, "old"), (1 - task.beta_star, "new")])["mass"]
+            flo, why = gap_floor(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            curves[f"{g}, lambda={lam:g}"] = res.curves("old_mass")
+            yield Row("Reverse KL + replay reaches p*'s old mass from below", g, "theory",
+                      f"lambda={lam:g}, Delta={task.delta:g}, beta0={task.beta0:g}", "final old-region mass",
+                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), floor=flo, floor_why=why),
+                      explain=started_at_prediction(spec, (f"task.beta0={task.beta_star}", "task.new_offset=0"),
+                                                    "old_mass", pred))
             bound = 1 / (1 - lam)
-            yield Row("IS weights bounded by 1/(1-lambda)", "gmm", "identity", f"lambda={lam:g}",
+            yield Row("IS weights bounded by 1/(1-lambda)", g, "identity", f"lambda={lam:g}",
                       "largest importance weight seen",
                       res.values(lambda r: float(np.nanmax(r.col("obj_max_is_weight")))),
-                      rules.between(0.0, bound * (1 + 1e-5), "a proven bound"))
+                      rules.at_most(bound * (1 + 1e-5), "a proven bound", exact=True))
+        yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p12_rkl_replay.png"), key="old_mass",
+                                                   title="P12: reverse KL + replay from beta0=0.2, Delta=6")])
 
     predict = staticmethod(p12_rkl_replay_is)
 
 
 @register
 class Starvation(Claim):
-    """Old-mode starvation: (1-b)^B on-policy vs ((1-lam)(1-b))^B with mixture replay, 0 with fixed slots."""
+    """Old-mode starvation: a batch of B holds no old-region sample with probability (1-m)^B on-policy,
+    (lam(1-a) + (1-lam)(1-m))^B with mixture replay and (1-a)^k (1-m)^(B-k) with k fixed slots, m the model's
+    old-region mass at that step and a = p_old's (R10). The prediction follows each run's own m_t."""
 
     id, title, order = "P13", "Old-mode starvation", 13
     beta, lam, steps = 0.05, 0.3, 400
     MODES = (("on-policy", 0.0, "mixture"), ("mixture replay", 0.3, "mixture"), ("fixed slots", 0.3, "fixed_slots"))
 
     def specs(self, ctx):
-        return {(label, int(B)): RunSpec(f"p13_{mode}_lam{lam:g}_B{B}", "gmm", (
+        return {(g, label, int(B)): RunSpec(f"p13_{mode}_lam{lam:g}_B{B}", g, (
             "objective=rkl_replay", f"objective.lam={lam}", f"objective.mode={mode}", f"objective.batch={B}",
-            "task.delta=6", f"task.beta_star={self.beta}", f"trainer.max_steps={self.steps}", "eval_every=50"),
-            seeds=1) for B in ctx.profile.batch_sizes for label, lam, mode in self.MODES}
+            "task.dim=1", "task.delta=6", f"task.beta_star={self.beta}", f"trainer.max_steps={self.steps}",
+            "eval_every=10")) for g in ctx.families for B in ctx.profile.batch_sizes for label, lam, mode in self.MODES}
 
     def runs(self, ctx):
         return self.specs(ctx).values()
 
     def rows(self, ctx, got):
-        batches = [int(b) for b in ctx.profile.batch_sizes]
-        measured = {label: [] for label, _, _ in self.MODES}
-        predicted = {label: [] for label, _, _ in self.MODES}
-        for (label, B), spec in self.specs(ctx).items():
+        curves: dict[str, dict[str, list]] = {}
+        for (g, label, B), spec in self.specs(ctx).items():
+            task = task_of(ctx, spec)
             lam = float(ctx.value(spec, "objective.lam"))
             mode = str(ctx.value(spec, "objective.mode"))
-            frac = float(got[spec].runs[0].col("obj_starved_frac")[-1])
+            a = region_of(task, [(1.0, "old")])["mass"]
             kind = "on_policy" if lam == 0 else mode
-            pred = starvation_probability(self.beta, B, lam, kind)
-            se = math.sqrt(max(pred * (1 - pred), 1e-12) / self.steps)
-            measured[label].append(frac)
-            predicted[label].append(pred)
-            tol = 4 * se + 0.01
-            yield Row("Starvation probability", "gmm", "theory", f"{label}, B={B}",
-                      "fraction of batches with no old sample", [frac],
-                      rules.near(pred, tol, f"4 binomial SE + 0.01 ({tol:.3f})"))
-        yield Section([ctx.plots.plot_starvation(batches, measured, predicted, ctx.figure_path("p13_starvation.png"))])
+            res = got[spec]
+            measured, predicted = [], []
+            for r in res.runs:
+                t = np.arange(self.steps)  # the batches of steps 0..T-1, drawn with the parameters of that step
+                m = np.interp(t, r.steps, r.col("old_mass"))
+                predicted.append(float(starvation_given_mass(m, B, lam, kind, a).mean()))
+                measured.append(float(r.col("obj_starved_frac")[-1]))
+            p = float(np.mean(predicted))
+            se = math.sqrt(max(p * (1 - p), 1.0 / self.steps) / self.steps)
+            yield Row("Starvation probability", g, "theory", f"{label}, B={B}, beta*={self.beta}",
+                      "starved fraction of batches minus its prediction from the run's m_t",
+                      [x - y for x, y in zip(measured, predicted, strict=True)],
+                      rules.near(0.0, 4 * se, f"4 binomial standard errors of one run's fraction ({self.steps} "
+                                 "batches)"), note=f"predicted fraction {p:.4g}, measured {np.mean(measured):.4g}")
+            c = curves.setdefault(g, {"batch": [], "measured": [], "predicted": []})
+            c["batch"].append((label, B))
+            c["measured"].append(float(np.mean(measured)))
+            c["predicted"].append(p)
+        figs = []
+        batches = [int(b) for b in ctx.profile.batch_sizes]
+        for g, c in curves.items():
+            meas = {label: [m for (lb, _), m in zip(c["batch"], c["measured"], strict=True) if lb == label]
+                    for label, _, _ in self.MODES}
+            pred = {label: [m for (lb, _), m in zip(c["batch"], c["predicted"], strict=True) if lb == label]
+                    for label, _, _ in self.MODES}
+            figs.append(ctx.plots.plot_starvation(batches, meas, pred, ctx.figure_path(f"p13_starvation_{g}.png"),
+                                                  title=f"P13: starvation, {g}"))
+        yield Section(figs)
 
     predict = staticmethod(p13_starvation)
