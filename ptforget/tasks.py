@@ -220,7 +220,8 @@ class TwoModeTask:
             a, b = (float(v.reshape(-1)[0]) for v in self._discriminant())
             # panel edges on the region boundary and on mu_o* (the core's edge): no step inside a panel
             mo = float(self._mu_old64[0])
-            cuts = sorted({lo, hi, min(max(b / a, lo), hi) if a != 0 else lo, mo, mo - 2.0 * s * np.sign(self.delta)})
+            edge = [mo - k * s * np.sign(self.delta) for k in (1.0, 3.0)]  # the old core's slab
+            cuts = sorted({lo, hi, min(max(b / a, lo), hi) if a != 0 else lo, *edge})
             t, w = np.polynomial.legendre.leggauss(order)
             edges = np.unique(np.concatenate([np.linspace(c0, c1, max(1, math.ceil((c1 - c0) / (panel * s))) + 1)
                                               for c0, c1 in itertools.pairwise(cuts) if c1 > c0]))
@@ -260,12 +261,12 @@ class TwoModeTask:
         """(a, b) of the half-space {a.x > b} that is the old region (exact region metrics for mixtures)."""
         return self._discriminant()
 
-    def old_core(self, width: float = 2.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(a, lo, hi, u): the old mode's far side, the slab {lo < a.x < hi} of points between ``width`` and 0
+    def old_core(self, near: float = 1.0, far: float = 3.0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(a, lo, hi, u): the old mode's far side, the slab {lo < a.x < hi} of points between ``near`` and ``far``
         Mahalanobis units beyond mu_o* along the axis away from the new mode, and the unit data-space axis u from
         mu_o* to mu_n*. The conditional mean there locates the old mode with almost none of the new mode's tail
-        (it starts Delta away) and none of a model's far tails (the ``core_pos`` readout)."""
-        key = ("core", width, self.device)
+        (it lies Delta + 1 away) and none of a model's far tails (the ``core_pos`` readout)."""
+        key = ("core", near, far, self.device)
         if key not in self._cache:
             prec = torch.cholesky_inverse(self._chol64)
             d = self._mu_new64 - self._mu_old64
@@ -273,7 +274,7 @@ class TwoModeTask:
             c = float(a @ self._mu_old64)
             u = d / torch.linalg.norm(d).clamp_min(1e-30)
             self._cache[key] = tuple(v.to(self.device, torch.float32) for v in (
-                a, torch.tensor(c - width, dtype=torch.float64), torch.tensor(c, dtype=torch.float64), u))
+                a, torch.tensor(c - far, dtype=torch.float64), torch.tensor(c - near, dtype=torch.float64), u))
         return self._cache[key]
 
     def reward(self, x: Tensor, kind: str | None = None) -> Tensor:

@@ -29,8 +29,8 @@ def _summaries(root: Path) -> list[Path]:
 
 def test_a_sigkilled_check_relaunched_into_its_folder_reuses_finished_runs(tmp_path):
     out = tmp_path / "chk"
-    args = [*CHECK, *TINY, "claims=[P5,P12]", "executor=inline", "profile.steps=300",
-            "profile.replay_lambdas=[0.1,0.2,0.3]", f"hydra.run.dir={out}"]
+    args = [*CHECK, *TINY, "claims=[P5,P12]", "executor=inline", "profile.families.gmm.steps=300",
+            "generators=[gmm]", "batch_seeds=false", "profile.replay_lambdas=[0.1,0.2,0.3]", f"hydra.run.dir={out}"]
     proc = subprocess.Popen(args, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             start_new_session=True)
     deadline = time.time() + 240
@@ -44,7 +44,8 @@ def test_a_sigkilled_check_relaunched_into_its_folder_reuses_finished_runs(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
     payload = json.loads((out / "verdicts.json").read_text())
     assert payload["runs_reused"] >= finished - 1  # a run whose summary was being written may be redone
-    assert payload["runs_reused"] + payload["runs_trained"] == 3 * 3 * 2
+    plan = json.loads((out / "plan.json").read_text())
+    assert payload["runs_reused"] + payload["runs_trained"] >= sum(j["seeds"] for j in plan["jobs"]) == 3 * (3 + 1)
     assert "reused" in done.stderr and {v["claim"] for v in payload["verdicts"]} == {"P5", "P12"}
 
 

@@ -51,19 +51,22 @@ def test_plan_deduplicates_runs_by_config_hash(tmp_path):
 
     cfg = check_config("generators=[gmm]")
     ctx = Context(cfg, tmp_path, train_compose)
-    plan = make_plan(ctx, registry.ordered(["P6", "P17"]))  # P17 reads P6's reverse-KL GMM runs
+    plan = make_plan(ctx, registry.ordered(["P6", "methods"]))  # the method figure reads P6's run
     (p6,) = plan.claims["P6"]
-    (p17,) = plan.claims["P17"]
-    assert plan.layout[p6][0] == plan.layout[p17][0]
-    assert len(plan.jobs) == 1 and plan.jobs[0].seeds == 3  # reverse KL: the three seeds train together
+    same = [s for s in plan.claims["methods"] if plan.layout[s][0] == plan.layout[p6][0]]
+    assert len(same) == 1 and same[0] is not p6
+    keys = [k for s in plan.layout for k in plan.layout[s][2]]
+    assert len(plan.jobs) == len(set(keys)) < len(keys)  # shared runs are one job
+    p6_jobs = [j for j in plan.jobs if j.key in plan.layout[p6][2]]
+    assert len(p6_jobs) == 1 and p6_jobs[0].seeds == 3  # reverse KL: the three seeds train together
 
 
 def test_processes_executor_gives_the_inline_results(tmp_path):
-    overrides = ("claims=[P5]", "profile.replay_lambdas=[0.1,0.3]")  # fkl_replay: one job per seed
+    overrides = ("claims=[P5]", "profile.replay_lambdas=[0.1,0.3]", "generators=[gmm]", "batch_seeds=false")
     inline = run_check(check_config(*overrides, "executor=inline"), tmp_path / "a", train_compose)
     procs = run_check(check_config(*overrides, "executor=processes", "executor.workers=2"), tmp_path / "b",
                       train_compose)
-    assert procs["executor"] == "processes (2 workers)" and procs["jobs"] == 6
+    assert procs["executor"] == "processes (2 workers)" and procs["jobs"] == 6  # one job per seed
     assert [v["values"] for v in procs["verdicts"]] == [v["values"] for v in inline["verdicts"]]
 
 

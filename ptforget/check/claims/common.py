@@ -62,7 +62,7 @@ def core_excursion(ref: float) -> Callable[[Run], float]:
     """A statistic: the largest increase over the run of the old core's distance from p*'s, |core_pos - ref|.
 
     It is the old mode's drift caused during the run; a model that starts misplaced (a neural fit of q0) and is
-    pulled toward p* contributes nothing, and for a Gaussian old mode it is a fixed fraction (0.26) of the old
+    pulled toward p* contributes nothing, and for a Gaussian old mode it is a fixed fraction (about 0.25) of the old
     mean's drift, so scaling laws in Delta are read off it unchanged."""
 
     def stat(r: Run) -> float:
@@ -70,6 +70,17 @@ def core_excursion(ref: float) -> Callable[[Run], float]:
         return float(np.nanmax(dev) - dev[0])
 
     return stat
+
+
+MIXTURES = ("gmm", "mdn")
+
+
+def drift_stat(ctx: Context, spec: RunSpec) -> tuple[Callable[[Run], float], str]:
+    """(statistic, its name) of the old mode's drift in a run: the sup of ||mu_o - mu_o*|| for the mixture families
+    (their component view is exact), the core excursion for the others (no components to read)."""
+    if spec.family in MIXTURES:
+        return sup("comp_drift"), "sup ||mu_o - mu_o*||"
+    return core_excursion(target_core(task_of(ctx, spec))), "old-core excursion"
 
 
 def gap_floor(start: float, pred: float) -> tuple[float, str]:

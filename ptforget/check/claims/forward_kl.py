@@ -199,7 +199,9 @@ class CollapseLaw(Claim):
                   note=f"the closed form's own exponent on the window: {closed:.4f}")
         yield Row("SFT collapse (logit): exponent = exact flow's", "gmm", "consistency", "SGD, means fixed, Delta=6",
                   f"fitted exponent over steps [{t_lo}, {self.steps}]", vals,
-                  rules.resolution(exponent(flow["step"].astype(float), flow["weight"]), vals))
+                  rules.resolution(float(np.mean([exponent(r.steps, flow["weight"][r.steps.astype(int)])
+                                                  for r in res.runs])), vals),
+                  note="the flow's exponent on the runs' evaluation steps")
         td = ctx.theory(direct_spec)
         pred = (float(td.beta0) - float(td.beta0) ** 2 / 2) / td.lr
 

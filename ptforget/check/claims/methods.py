@@ -16,8 +16,8 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, control_spec, gap_floor, longer_run, region_of, task_of
-from ptforget.check.claims.reverse_kl import drift_controls, drift_floor, excursions, sgd_rkl, slope_row
+from ptforget.check.claims.common import D1, control_spec, drift_stat, gap_floor, longer_run, region_of, task_of
+from ptforget.check.claims.reverse_kl import drift_controls, drift_floor, drifts, sgd_rkl, slope_row
 from ptforget.check.registry import Claim, Explanation, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.stats import summarize
@@ -136,11 +136,12 @@ def drift_rows(ctx, got, what: str, grid: dict) -> list[Row]:
         flr, ctrl = drift_floor(ctx, got, g)
         specs = [grid[(g, d)] for d in deltas]
         offset = float(ctx.value(specs[0], "task.new_offset"))
-        ref = slope_row(g, "reverse KL", deltas, offset, excursions(ctx, got, [sgd_rkl(ctx, g, d) for d in deltas]),
+        ref = slope_row(g, "reverse KL", deltas, offset, drifts(ctx, got, [sgd_rkl(ctx, g, d) for d in deltas]),
                         flr, "")
         rs = summarize(ref.values)
-        out.append(slope_row(g, what, deltas, offset, excursions(ctx, got, specs), flr, ctrl,
-                             note=f"reverse KL to p* on the same grid: slope {rs.mean:.3g}"))
+        out.append(slope_row(g, what, deltas, offset, drifts(ctx, got, specs), flr, ctrl,
+                             note=f"reverse KL to p* on the same grid: slope {rs.mean:.3g}",
+                             stat_name=drift_stat(ctx, specs[0])[1]))
     return out
 
 
@@ -366,7 +367,10 @@ def oapl_two_atom_weight(beta0: float, k: int, tau: float, G: int | None, r_o: f
     """The old weight after k syncs of the two-atom OAPL map with a finite group (estimators.oapl_two_atom_shift)."""
     ell = logit(beta0)
     for _ in range(k):
-        ell += est.oapl_two_atom_shift(sigmoid(ell), tau, G, r_o, r_n)
+        if (r_o, r_n) == (1.0, 0.0):  # the mirror image: the old atom is the rewarded one
+            ell -= est.oapl_two_atom_shift(1 - sigmoid(ell), tau, G, 0.0, 1.0)
+        else:
+            ell += est.oapl_two_atom_shift(sigmoid(ell), tau, G, r_o, r_n)
     return sigmoid(ell)
 
 

@@ -22,14 +22,13 @@ import torch
 from ptforget.check import rules
 from ptforget.check.claims.common import (
     D1,
-    core_excursion,
+    drift_stat,
     exact_spec,
     gap_floor,
     gmm_at,
     region_of,
     started_at_prediction,
     sup,
-    target_core,
     task_of,
 )
 from ptforget.check.registry import Claim, Explanation, Row, Section, register
@@ -179,17 +178,18 @@ def drift_controls(ctx, family: str) -> dict[str, RunSpec]:
 
 
 def drift_floor(ctx, got, family: str) -> tuple[float, str]:
-    """(noise floor, control text): the core excursion of the run started at the optimum (upper 95% bound), and
-    that of the Delta = 10 run, each with its n."""
+    """(noise floor, control text): the drift statistic of the run started at the optimum (upper 95% bound), and
+    that of the Delta = 10 run."""
     out = {}
     for name, spec in drift_controls(ctx, family).items():
-        out[name] = summarize(got[spec].values(core_excursion(target_core(task_of(ctx, spec)))))
+        stat, what = drift_stat(ctx, spec)
+        out[name] = summarize(got[spec].values(stat))
 
     def show(s):
         return f"{s.mean:.3g}" + (f" [{s.lo:.3g}, {s.hi:.3g}]" if s.has_interval else "")
 
     opt, far = out["optimum"], out["far"]
-    text = (f"core excursion {show(opt)} when started at the optimum (Delta=6, exact drift 0: the noise floor), "
+    text = (f"{what} {show(opt)} when started at the optimum (Delta=6, exact drift 0: the noise floor), "
             f"{show(far)} at Delta=10 (BC 4e-6)")
     return (opt.hi if opt.has_interval else opt.mean), text
 
@@ -207,14 +207,14 @@ def bc_law_rule(dmin: np.ndarray) -> rules.Rule:
                          f"BC decay up to a polynomial factor: between pure BC (-1) and R7's prefactor ({r7:.3f})")
 
 
-def excursions(ctx, got, specs: list[RunSpec]) -> np.ndarray:
-    """(Delta, seed) core excursions of the specs' runs, each against its own task's p* core."""
+def drifts(ctx, got, specs: list[RunSpec]) -> np.ndarray:
+    """(spec, seed) drift statistics of the specs' runs (``drift_stat``: the family's own reading)."""
     n = min(len(got[s].runs) for s in specs)
-    return np.array([got[s].values(core_excursion(target_core(task_of(ctx, s))))[:n] for s in specs])
+    return np.array([got[s].values(drift_stat(ctx, s)[0])[:n] for s in specs])
 
 
 def slope_row(family: str, what: str, deltas: list[float], offset: float, vals: np.ndarray, noise: float,
-              control: str, note: str = "") -> Row:
+              control: str, note: str = "", stat_name: str = "drift") -> Row:
     """The BC-law row: per seed, the slope of log(statistic - floor) against Delta_min^2/8 over the Deltas whose
     mean statistic exceeds 3 x the noise floor (at least two); ``vals`` is (Delta, seed)."""
     dmin = np.array(deltas) - offset
@@ -228,7 +228,7 @@ def slope_row(family: str, what: str, deltas: list[float], offset: float, vals: 
     used = ", ".join(f"{d:g}" for d, u in zip(deltas, use, strict=True) if u) or "none"
     means = ", ".join(f"{d:g}: {m:.3g}" for d, m in zip(deltas, vals.mean(1), strict=True))
     return Row(f"Drift decays like BC ({what})", family, "theory", f"Delta in {{{used}}} (above 3 x the floor)",
-               "slope of log(drift - floor) vs Delta_min^2/8", slopes, bc_law_rule(dmin[use]),
+               f"slope of log({stat_name} - floor) vs Delta_min^2/8", slopes, bc_law_rule(dmin[use]),
                note=f"{note}; mean drift by Delta: {means}; floor {noise:.3g} subtracted".lstrip("; "),
                control=control)
 
@@ -374,31 +374,40 @@ class DriftVsSeparation(Claim):
     id, title, order = "P10", "Reverse-KL drift vs separation", 10
 
     def grid(self, ctx):
-        return {(g, float(d)): sgd_rkl(ctx, g, float(d)) for g in ctx.families for d in ctx.profile.deltas}
+        """The neural families' SGD grid (the GMM's is the 16k-batch grid of ``exact``)."""
+        return {(g, float(d)): sgd_rkl(ctx, g, float(d)) for g in ctx.families if g != "gmm"
+                for d in ctx.profile.deltas}
 
     def exact(self, ctx):
         return {float(d): exact_spec(ctx, f"p10_sgd_d{d:g}", float(d), 0.5, 0.2, 400, 2)
                 for d in [*ctx.profile.deltas, 10.0]}
 
     def runs(self, ctx):
-        out = [*self.grid(ctx).values(), *self.exact(ctx).values()]
+        out = [*self.grid(ctx).values(), *(self.exact(ctx).values() if "gmm" in ctx.families else [])]
         for g in ctx.families:
-            out += drift_controls(ctx, g).values()
+            if g != "gmm":
+                out += drift_controls(ctx, g).values()
         return out
 
     def rows(self, ctx, got):
         deltas = [float(d) for d in ctx.profile.deltas]
         series = {}
         for g in ctx.families:
+            if g == "gmm":
+                continue
             specs = [self.grid(ctx)[(g, d)] for d in deltas]
             offset = float(ctx.value(specs[0], "task.new_offset"))
             flr, ctrl = drift_floor(ctx, got, g)
-            vals = excursions(ctx, got, specs)
+            vals = drifts(ctx, got, specs)
             series[g] = [float(v) for v in vals.mean(1)]
-            yield slope_row(g, "reverse KL to p*, SGD", deltas, offset, vals, flr, ctrl)
-        yield from self.gmm_exact(ctx, got, deltas)
+            yield slope_row(g, "reverse KL to p*, SGD", deltas, offset, vals, flr, ctrl,
+                            stat_name=drift_stat(ctx, specs[0])[1])
+        if "gmm" in ctx.families:
+            yield from self.gmm_exact(ctx, got, deltas)
+            series["gmm"] = [float(np.mean(got[s].values(sup("comp_drift")))) for d, s in self.exact(ctx).items()
+                             if d in deltas]
         yield Section([ctx.plots.plot_drift_vs_delta(
-            deltas, {f"{g} (SGD, old-core excursion)": v for g, v in series.items()},
+            deltas, {f"{g} (SGD)": v for g, v in series.items()},
             ctx.figure_path("p10_drift_vs_delta.png"), show_bc=True,
             title="P10: reverse-KL drift vs separation, every family (plain SGD)")])
 
@@ -460,10 +469,11 @@ class DriftVsBeta(Claim):
         fl = {b: ctx.theory(s).flow("rkl") for b, s in self.exact(ctx).items()}
         flow_ratio = float(np.max(fl[0.2]["old_mean_error"]) / np.max(fl[0.5]["old_mean_error"]))
         for g in ctx.families:
-            lo, hi = excursions(ctx, got, [self.transient(ctx)[(g, 0.2)], self.transient(ctx)[(g, 0.5)]])
-            ratio = list(lo / hi)
+            pair = [self.transient(ctx)[(g, 0.2)], self.transient(ctx)[(g, 0.5)]]
+            lo, hi = drifts(ctx, got, pair)
+            ratio = [a / b if b > 0 else math.nan for a, b in zip(lo, hi, strict=True)]
             yield Row("Transient drift shrinks as b* falls", g, "theory", "SGD, Delta=4, b*=0.2 vs 0.5",
-                      "ratio of core excursions b*=0.2 / b*=0.5 (seed k / seed k)", ratio,
+                      f"ratio of {drift_stat(ctx, pair[0])[1]}, b*=0.2 / b*=0.5 (seed k / seed k)", ratio,
                       rules.at_most(1.0, "the transient law: the forcing sqrt(b*(1-b*)) acts before the restoring "
                                     "force; the quasi-static law would give about 2", predicted=flow_ratio),
                       note=f"GMM exact flow ratio {flow_ratio:.3f}")
