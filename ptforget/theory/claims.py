@@ -27,7 +27,10 @@ from .overlap import (
     misassignment_general,
 )
 from .population import (
+    ORDER,
+    PANEL,
     REPLAY_SOURCES,
+    TAIL,
     WEIGHTS,
     AxisEngine,
     PopulationSpec,
@@ -48,8 +51,15 @@ from .population import (
 )
 
 SDFT_ANCHORS = ("p_star", "p_new")
+#: the largest separation the predictions are computed for: chi^2 = e^(delta^2) - 1 (P2) overflows a float64
+#: beyond 26.6, where the modes no longer overlap at all (BC = e^(-delta^2 / 8) < 1e-36)
+MAX_DELTA = 26.0
 STARVATION_MODES = ("on_policy", "mixture", "fixed_slots")
 Quantity = tuple[str, float, str, str]
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _logit(p: float) -> float:
@@ -99,6 +109,9 @@ class TheoryConfig:
     def __post_init__(self) -> None:
         check_dim(self.dim)
         check_delta(self.delta)
+        if self.delta > MAX_DELTA:
+            raise ValueError(f"delta must be at most {MAX_DELTA:g} (chi^2 = e^(delta^2) - 1 overflows beyond; "
+                             f"BC < 1e-36 there), got {self.delta!r}")
         check_positive(self.sigma, "sigma")
         check_open_unit(self.beta_star, "beta_star")
         if self.beta0 is None:
@@ -117,10 +130,15 @@ class TheoryConfig:
         lr_multipliers(self.lr_mult, self.train_means)
         if not 0.0 < float(self.clip) < 0.5:
             raise ValueError(f"clip must lie in (0, 0.5), got {self.clip!r}")
-        self.delta_grid = tuple(check_delta(d) for d in self.delta_grid)
+        for d in self.delta_grid:
+            if not _is_real(d) or not 0 <= float(d) <= MAX_DELTA:
+                raise ValueError(f"delta_grid entries must be numbers in [0, {MAX_DELTA:g}], got {d!r}")
+        self.delta_grid = tuple(float(d) for d in self.delta_grid)
         self.beta_star_grid = tuple(check_open_unit(b, "beta_star_grid entry") for b in self.beta_star_grid)
-        if len(self.delta_grid) < 2 or len(self.beta_star_grid) < 2:
-            raise ValueError("delta_grid and beta_star_grid must hold at least two values each")
+        if len(self.delta_grid) < 2:
+            raise ValueError(f"delta_grid must hold at least two values, got {list(self.delta_grid)}")
+        if len(self.beta_star_grid) < 2:
+            raise ValueError(f"beta_star_grid must hold at least two values, got {list(self.beta_star_grid)}")
         check_positive(self.kappa, "kappa")
         if not 0.0 <= float(self.sdft_lam) <= 1.0:
             raise ValueError(f"sdft_lam must lie in [0, 1], got {self.sdft_lam!r}")
@@ -149,7 +167,9 @@ class TheoryConfig:
         kw = {k: v for k, v in d.items() if k in names}
         for k in ("delta_grid", "beta_star_grid"):
             if k in kw:
-                kw[k] = tuple(float(x) for x in kw[k])
+                if not isinstance(kw[k], list | tuple):
+                    raise ValueError(f"{k} must be a list of numbers, got {kw[k]!r}")
+                kw[k] = tuple(kw[k])
         if kw.get("lr_mult") is not None:
             kw["lr_mult"] = dict(kw["lr_mult"])
         return cls(**kw)
@@ -251,10 +271,16 @@ def ttt_fixed_point(gamma: float, lam: float, reward_old: float, reward_new: flo
         return ell - lref - (a - b) / (lam * (p * a + (1.0 - p) * b))
 
     lo, hi = lref - 1.0, lref + 1.0
-    while resid(lo) > 0:
+    for _ in range(1100):  # doubling the bracket: 2^1100 exceeds every float, so this always ends
+        if not resid(lo) > 0:
+            break
         lo = lref - 2.0 * (lref - lo)
-    while resid(hi) < 0:
+    for _ in range(1100):
+        if not resid(hi) < 0:
+            break
         hi = lref + 2.0 * (hi - lref)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"no finite stationary weight for lam={lam!r}, gamma={gamma!r} (the KL anchor is too weak)")
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if resid(mid) > 0:
@@ -315,16 +341,22 @@ def p2_fkl_collapse_rate(cfg: TheoryConfig) -> Prediction:
     t10 = max(1, t // 10)
     p.add("logit_predicted_weight_at_T/10", b0 / (1 + b0 * h * t10), "", f"T/10 = {t10} steps")
     p.add("logit_flow_weight_at_T/10", rl["weight"][t10], "", "exact population GD")
-    pred_steps = (b0 - b0**2 / 2) / h
-    n_direct = max(cfg.steps, int(3 * pred_steps) + 10)
-    rd = cfg.flow("fkl", replay=0.0, weight="direct", steps=n_direct)
-    hit = np.nonzero(rd["weight"] <= cfg.clip * (1 + 1e-9))[0]
-    p.add("direct_predicted_steps_to_zero", pred_steps, "steps", "well-separated law")
-    p.add("direct_flow_steps_to_clip", float(rd["step"][hit[0]]) if hit.size else float("inf"), "steps",
-          f"first step with beta at the clip {cfg.clip}")
+    if h > 0:  # a frozen weight (lr_mult.weight = 0) never reaches the clip: no hitting time to predict
+        pred_steps = (b0 - b0**2 / 2) / h
+        rd = cfg.flow("fkl", replay=0.0, weight="direct", steps=_direct_steps(cfg))
+        hit = np.nonzero(rd["weight"] <= cfg.clip * (1 + 1e-9))[0]
+        p.add("direct_predicted_steps_to_zero", pred_steps, "steps", "well-separated law")
+        p.add("direct_flow_steps_to_clip", float(rd["step"][hit[0]]) if hit.size else float("inf"), "steps",
+              f"first step with beta at the clip {cfg.clip}")
     p.add("chi2_overlap", chi2_overlap(cfg.delta), "", "terminal rate: direct d beta/dt = -chi2 beta")
     p.add("terminal_regime_threshold", math.exp(-cfg.delta**2 / 4), "", "beta below e^{-Delta^2/4}")
     return p
+
+
+def _direct_steps(cfg: TheoryConfig) -> int:
+    """Steps of P2's direct-weight flow: three predicted hitting times, at least the run's steps."""
+    b0, h = float(cfg.beta0), cfg.lr * cfg.mult["weight"]
+    return max(cfg.steps, int(3 * (b0 - b0**2 / 2) / h) + 10) if h > 0 else cfg.steps
 
 
 def p3_fkl_weight_gradient(cfg: TheoryConfig) -> Prediction:
@@ -610,6 +642,75 @@ CLAIMS: dict[str, Callable[[TheoryConfig], Prediction]] = {
     "P16": p16_oapl,
     "P17": p17_bc_closed_form,
 }
+
+
+# ------------------------------------------------------------------------------------------ resources
+#: seconds per population-flow step: a fixed cost and a cost per quadrature node (measured on a laptop core,
+#: rounded up: the estimate errs on the long side)
+STEP_S, NODE_S = 3e-5, 1e-7
+#: bytes a flow keeps per recorded step (six Python float lists, then six arrays)
+RECORD_BYTES = 6 * 40
+
+
+def _flow_nodes(delta: float, new_offset: float) -> int:
+    """Quadrature nodes of a flow's grid: the span of the means and targets plus TAIL on each side."""
+    lo, hi = min(0.0, delta - new_offset, delta), max(0.0, delta - new_offset, delta)
+    return math.ceil((hi - lo + 2 * TAIL) / PANEL) * ORDER
+
+
+def theory_budget(cfg: TheoryConfig) -> dict[str, Any]:
+    """Estimated seconds and peak bytes of ``all_predictions(cfg)``, and the TheoryConfig field that drives each.
+
+    Mirrors the claims' loops: every population flow (steps x quadrature nodes), the (1 + 2 dim)^2 Fisher and
+    Hessian matrices and their eigenvalues, and the logistic-normal quadratures of the misassignment. Cheap: no
+    prediction is computed.
+    """
+    nodes = _flow_nodes(cfg.delta, cfg.new_offset)
+    flows: list[tuple[str, int, int, int]] = []  # (driver field, steps, record_every, nodes)
+    flows += [("steps", cfg.steps, 1, nodes)] * 6  # P1, P2 (logit), P4, P5, P6 and P11's reference
+    direct = _direct_steps(cfg)
+    flows.append(("lr" if direct > cfg.steps else "steps", direct, 1, nodes))  # P2 (direct)
+    flows.append(("steps", max(cfg.steps, 20000), 1, nodes))  # P7
+    # P10 and P11 run one flow per grid entry: beyond the default grid sizes the grid is what costs
+    flows += [("steps" if i < 5 else "delta_grid", cfg.steps, 1, _flow_nodes(d, cfg.new_offset))
+              for i, d in enumerate(cfg.delta_grid)]
+    for i, b in enumerate(cfg.beta_star_grid):  # P11: the exact flow and the quasi-static equilibrium
+        flows.append(("steps" if i < 3 else "beta_star_grid", cfg.steps, 1, nodes))
+        q = math.ceil(40.0 / b)
+        flows.append(("beta_star_grid", q, q, nodes))
+    time_by: dict[str, float] = {}
+    mem_by: dict[str, float] = {}
+    for field_name, steps, every, n in flows:
+        time_by[field_name] = time_by.get(field_name, 0.0) + (steps + 1) * (STEP_S + NODE_S * n)
+        mem_by[field_name] = max(mem_by.get(field_name, 0.0), (steps // every + 2) * RECORD_BYTES + 16 * 8 * n)
+    n = 1 + 2 * cfg.dim  # P7/P8: Fisher, Hessian and their difference; eigenvalues are O(n^3)
+    time_by["dim"] = 4 * 2e-9 * n**3
+    mem_by["dim"] = 8 * 8.0 * n * n
+    s = cfg.delta  # misassignment quadrature (P3, P4, P9): panels narrower than pi / s over [-13, s + 13]
+    logistic = 16 * math.ceil((s + 26.0) / min(0.5, math.pi / max(s, 1e-12)))
+    time_by["delta"] = 6 * 2e-8 * logistic
+    mem_by["delta"] = 6 * 8.0 * logistic
+    seconds, peak = sum(time_by.values()), max(mem_by.values())
+    return {"seconds": seconds, "bytes": peak, "time_driver": max(time_by, key=time_by.get),
+            "memory_driver": max(mem_by, key=mem_by.get)}
+
+
+def max_stable_lr(cfg: TheoryConfig) -> float:
+    """The largest gradient-descent step for which the exact flows stay stable near their optima, 2 / curvature.
+
+    Curvature: the largest eigenvalue of the step-weighted Fisher at theta* (reverse KL) and the means' own
+    curvature m / sigma^2 (forward KL pulls a mean onto its data with unit curvature in whitened units). A
+    direct weight is clamped to [clip, 1 - clip] after every step, so its curvature does not count.
+    """
+    mult = cfg.mult
+    curv = max(mult["old"], mult["new"]) / cfg.sigma**2
+    if cfg.weight == "logit":
+        curv = max(curv, mult["weight"] / 4.0)
+    lr_mult = dict(mult) if cfg.weight == "logit" else {**mult, "weight": 0.0}
+    if any(v > 0 for v in lr_mult.values()):
+        c = contraction_factor(cfg.delta, cfg.beta_star, 1.0, cfg.weight, min(cfg.dim, 2), lr_mult, cfg.sigma)
+        curv = max(curv, c["lambda_max"])
+    return 2.0 / curv if curv > 0 else math.inf
 
 
 def all_predictions(cfg: TheoryConfig | None = None) -> list[Prediction]:
