@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import re
 import sys
@@ -73,9 +74,9 @@ def fail(err: ConfigError) -> None:
 
 def fail_environment(err: OSError) -> None:
     """A fault of the environment (full disk, read-only folder): one line on stderr, exit status 1."""
-    where = f" {err.filename}" if getattr(err, "filename", None) else ""
-    print(f"ptforget: error: cannot write{where}: {err.strerror or err} (errno {err.errno}); the files written "
-          "before are kept, rerun once there is room", file=sys.stderr)
+    where = f" in {err.filename}" if getattr(err, "filename", None) else ""
+    print(f"ptforget: error: cannot write{where}: {err.strerror or err}; the files written before are kept "
+          "(the same command resumes once the folder is writable and has room)", file=sys.stderr)
     sys.exit(1)
 
 
@@ -218,7 +219,8 @@ def _check_overrides(raw: list[str], multirun: bool, config_name: str, validator
                                and not loader.get_group_options(o.key_or_group)], entry, job)
     if validator is not None:
         _validate_values(pre, sweeps, theirs, validator, local)
-    validate.validate_hydra(hydra_view, multirun)  # after the config: a bad paths.output_dir is named as such
+    # after the config (a bad paths.output_dir is named as such); a train run dir is checked with the folder
+    validate.validate_hydra(hydra_view, multirun, run_dir_writable=config_name != "train")
     return pre
 
 
@@ -364,9 +366,10 @@ def _check_run_dirs(pre: Preflight) -> None:
     from ptforget import train
 
     if not pre.multirun:
-        if "${now:" in pre.raw_dirs["run"]:
-            return
         run_dir = pre.run_dir
+        if "${now:" in pre.raw_dirs["run"]:  # a new timestamped folder
+            validate.check_writable_dir(str(run_dir), "hydra.run.dir")
+            return
         pre.lock_path = run_dir / train.LOCK_NAME
         holder = lock_holder(pre.lock_path)
         if holder is not None:
@@ -377,6 +380,8 @@ def _check_run_dirs(pre: Preflight) -> None:
         if problem is not None:
             raise ConfigError("hydra.run.dir", str(run_dir), f"a folder without another config's run ({problem}); "
                               "choose another hydra.run.dir")
+        if pre.finished is None:  # it will be written (a finished run is only reported: read-only is fine)
+            validate.check_writable_dir(str(run_dir), "hydra.run.dir")
         return
     if "${now:" in pre.raw_dirs["sweep"]:
         return
@@ -510,12 +515,13 @@ def _one_of(options: Sequence[str]) -> str:
 def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | None) -> Any:
     """Check the command line, then hand control to the Hydra app (with the run or sweep folder locked)."""
     pre: Preflight | None = None
+    logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the cause is reported
     with interrupt.handling():
         try:
             pre = _preflight(sys.argv[1:], config_name, validate)
             if pre is not None and pre.finished is not None:  # nothing to do, and Hydra would write .hydra/
                 _print_runs(pre.job, pre.finished, pre.run_dir)
-                return pre.finished.get("final", {}).get("old_mass")
+                return None  # a console script exits with what this returns: 0
             with _locked(pre), _lean_sweep_validation(pre):
                 return app()
         except ConfigError as err:

@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import socket
 from collections.abc import Iterator, Sequence
@@ -15,8 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-#: errors of the environment rather than of the program (read-only folder, full disk, quota, permissions)
-ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+#: errors of the environment rather than of the program (read-only folder, full disk, quota, permissions, I/O)
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
 
 
 def _new_temp(path: Path) -> Path:
@@ -203,12 +204,20 @@ def dir_problem(path: str | os.PathLike) -> str | None:
     return None
 
 
-def environment_error(err: BaseException) -> OSError | None:
-    """``err`` (or what caused it) when it is a fault of the environment (full disk, read-only folder, ...)."""
+#: what torch.save raises (a RuntimeError from its C++ writer) when the disk is full or the file cannot be written
+_TORCH_WRITE = re.compile(r"basic_ios::clear|PytorchStreamWriter failed|file write failed|unexpected pos")
+
+
+def environment_error(err: BaseException | None) -> OSError | None:
+    """``err`` (or what caused it) as an OSError when it is a fault of the environment (full disk, read-only
+    folder, quota, permissions), or None."""
     seen = 0
     while err is not None and seen < 10:
         if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
             return err
+        if isinstance(err, RuntimeError) and _TORCH_WRITE.search(str(err)):
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "write failed"
+            return OSError(errno.EIO, f"torch could not write a checkpoint ({first}): is the disk full or read-only?")
         err = err.__cause__ or err.__context__
         seen += 1
     return None

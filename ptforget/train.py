@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptforget import build, interrupt
 from ptforget.errors import ConfigError
-from ptforget.io import LockBusy, file_lock, lock_holder, read_json, write_csv, write_json
+from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, read_json, write_csv, write_json
 
 log = logging.getLogger("ptforget")
 
@@ -254,6 +254,9 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
         status = "interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed"
         reason = type(err).__name__ if status == "interrupted" else f"{type(err).__name__}: {err}"
         _record_failure(cfg, run_dir, module, logger, status, reason, time.perf_counter() - t0)
+        env = environment_error(err)
+        if env is not None and not env.filename:  # torch's writer names no file: name the run's folder
+            raise OSError(env.errno, env.strerror, str(run_dir)) from err
         raise
     signum = interrupt.pending()
     if signum is not None and module.step < max_steps and not all(d is not None for d in module.diverged):
@@ -286,7 +289,8 @@ def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, st
     try:
         _write_members(cfg, run_dir, module, status, reason, wall)
     except OSError as err:
-        log.error("could not record the %s run in %s: %s", status, run_dir, err)
+        if environment_error(err) is None:  # a full disk is reported once, by the entry point
+            log.error("could not record the %s run in %s: %s", status, run_dir, err)
     try:
         build.finish_logger(logger)
     except Exception as err:

@@ -636,13 +636,17 @@ def launcher_is_local(hydra: DictConfig | dict | None) -> bool:
     return target.rsplit(".", 1)[-1] in LOCAL_LAUNCHERS
 
 
-def validate_hydra(hydra: dict[str, Any], multirun: bool) -> None:
-    """Hydra's own settings (resolved ``hydra`` node): the run or sweep directory and the launcher's values."""
+def validate_hydra(hydra: dict[str, Any], multirun: bool, run_dir_writable: bool = True) -> None:
+    """Hydra's own settings (resolved ``hydra`` node): the run or sweep directory and the launcher's values.
+
+    ``run_dir_writable``: check that the run directory can be written (the caller skips it for a finished run,
+    which is only reported and so works in a read-only folder).
+    """
     run_dir = (hydra.get("run") or {}).get("dir")
     if not multirun:
         check(isinstance(run_dir, str) and run_dir.strip() != "", "hydra.run.dir", run_dir,
               "a directory (an empty one would write into the current directory)")
-        if hydra.get("output_subdir") is not None:  # Hydra writes .hydra/ (and a log) there before the run starts
+        if run_dir_writable and hydra.get("output_subdir") is not None:  # Hydra writes .hydra/ there first
             check_writable_dir(run_dir, "hydra.run.dir")
     else:
         sweep = hydra.get("sweep") or {}

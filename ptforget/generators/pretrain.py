@@ -59,8 +59,9 @@ def code_version(model: nn.Module) -> dict[str, Any]:
     if src:
         files[Path(src).name] = _file_digest(src)
     zuko = sys.modules.get("zuko")
-    return {"format": CACHE_FORMAT, "files": files, "torch": torch.__version__,
-            "zuko": getattr(zuko, "__version__", None)}
+    version = getattr(zuko, "__version__", None)
+    return {"format": CACHE_FORMAT, "files": files, "torch": str(torch.__version__),  # plain str: weights_only
+            "zuko": str(version) if version is not None else None}
 
 
 def cache_key(kind: str, arch: dict[str, Any], task: TwoModeTask, settings: dict[str, Any],
