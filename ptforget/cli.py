@@ -113,8 +113,9 @@ class Preflight:
     raw_dirs: dict[str, str]
     jobs: list[list[str]] = field(default_factory=list)
     n_checked: int = 1
-    finished: dict[str, Any] | None = None  # this config's finished run in the (fixed) run dir
+    finished: dict[str, Any] | None = None  # this config's finished run in the run dir
     lock_path: Path | None = None
+    pin: tuple[str, str] | None = None  # (hydra key, folder): a timestamped folder, fixed for Hydra as checked
 
     @property
     def sweep_dir(self) -> Path:
@@ -361,48 +362,47 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
 
 # ---------------------------------------------------------------------------------------------- run folders
 def _check_run_dirs(pre: Preflight) -> None:
-    """Refuse a fixed run / sweep folder that another process uses or that holds another config's runs; note a
-    finished run of this very config (it is reported without starting Hydra)."""
+    """Refuse a run / sweep folder that another process uses or that holds another config's runs; note a finished
+    run of this very config (it is reported without starting Hydra). A timestamped folder (``${now:...}``) is
+    checked as resolved here and pinned for Hydra, so that two launches in the same second cannot share it."""
     from ptforget import train
 
-    if not pre.multirun:
-        run_dir = pre.run_dir
-        if "${now:" in pre.raw_dirs["run"]:  # a new timestamped folder
-            validate.check_writable_dir(str(run_dir), "hydra.run.dir")
-            return
-        pre.lock_path = run_dir / train.LOCK_NAME
-        holder = lock_holder(pre.lock_path)
-        if holder is not None:
-            raise ConfigError("hydra.run.dir", str(run_dir), f"a folder no other process is using (process "
-                              f"{holder or '?'} is running in it)")
-        pre.finished = train.finished_summary(run_dir, pre.job)
-        problem = None if pre.finished else train.run_dir_conflict(run_dir, pre.job)
-        if problem is not None:
-            raise ConfigError("hydra.run.dir", str(run_dir), f"a folder without another config's run ({problem}); "
-                              "choose another hydra.run.dir")
-        if pre.finished is None:  # it will be written (a finished run is only reported: read-only is fine)
-            validate.check_writable_dir(str(run_dir), "hydra.run.dir")
-        return
-    if "${now:" in pre.raw_dirs["sweep"]:
-        return
-    sweep = pre.sweep_dir
-    pre.lock_path = sweep / train.LOCK_NAME
+    key = "hydra.sweep.dir" if pre.multirun else "hydra.run.dir"
+    folder = pre.sweep_dir if pre.multirun else pre.run_dir
+    if "${now:" in pre.raw_dirs["sweep" if pre.multirun else "run"]:
+        pre.pin = (key, str(folder))
+    pre.lock_path = folder / train.LOCK_NAME
     holder = lock_holder(pre.lock_path)
     if holder is not None:
-        raise ConfigError("hydra.sweep.dir", str(sweep), f"a folder no other process is using (process "
-                          f"{holder or '?'} is sweeping in it)")
-    if pre.hydra["sweep"]["subdir"] != DEFAULT_SUBDIR or not sweep.is_dir():
+        raise ConfigError(key, str(folder), f"a folder no other process is using (process {holder or '?'} is "
+                          "running in it)")
+    if not pre.multirun:
+        pre.finished = train.finished_summary(folder, pre.job)
+        problem = None if pre.finished else train.run_dir_conflict(folder, pre.job)
+        if problem is not None:
+            raise ConfigError(key, str(folder), f"a folder without another config's run ({problem}); choose "
+                              "another hydra.run.dir")
+        if pre.finished is None:  # it will be written (a finished run is only reported: read-only is fine)
+            validate.check_writable_dir(str(folder), key)
+        return
+    if pre.hydra["sweep"]["subdir"] != DEFAULT_SUBDIR or not folder.is_dir():
         return
     for i, job in enumerate(pre.jobs):
-        run_dir = sweep / str(i)
+        run_dir = folder / str(i)
         recorded = _recorded_overrides(run_dir)
         if recorded is None or recorded == job:
             continue  # nothing there yet, or this very job (it resumes or is skipped)
         problem = train.run_dir_conflict(run_dir, _without_hydra(_compose("train", job, return_hydra_config=True)))
         if problem is not None:
-            raise ConfigError("hydra.sweep.dir", str(sweep), f"a folder whose runs belong to this sweep (job {i}, "
+            raise ConfigError(key, str(folder), f"a folder whose runs belong to this sweep (job {i}, "
                               f"{' '.join(job)}, would go to {run_dir}, which holds another run: {problem}); choose "
                               "a new hydra.sweep.dir")
+
+
+def _pinned(argv: list[str], key: str, folder: str) -> list[str]:
+    """``argv`` with ``key`` set to ``folder`` (quoted for Hydra's grammar), replacing what set it before."""
+    quoted = "'" + folder.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return [a for a in argv if not a.lstrip("+").startswith(f"{key}=")] + [f"{key}={quoted}"]
 
 
 def _recorded_overrides(run_dir: Path) -> list[str] | None:
@@ -522,6 +522,8 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
             if pre is not None and pre.finished is not None:  # nothing to do, and Hydra would write .hydra/
                 _print_runs(pre.job, pre.finished, pre.run_dir)
                 return None  # a console script exits with what this returns: 0
+            if pre is not None and pre.pin is not None:
+                sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
             with _locked(pre), _lean_sweep_validation(pre):
                 return app()
         except ConfigError as err:
