@@ -25,6 +25,9 @@ class RunInterrupted(BaseException):
         self.signum = int(signum)
         super().__init__(message or f"interrupted by {signal_name(signum)}")
 
+    def __reduce__(self) -> tuple:  # picklable with its fields (a process pool sends it back)
+        return type(self), (self.signum, str(self))
+
     @property
     def exit_code(self) -> int:
         """128 + the signal number, the shell's convention (143 for SIGTERM, 130 for SIGINT)."""

@@ -396,3 +396,13 @@ def test_the_default_theory_passes_its_budget_and_a_long_one_does_not():
     assert cli.preflight_argv([], "theory", validate.validate_theory) == 1
     small, big = theory_budget(TheoryConfig()), theory_budget(TheoryConfig(steps=10**8))
     assert small["seconds"] < 600 and big["seconds"] > 100 * small["seconds"] and big["time_driver"] == "steps"
+
+
+def test_errors_cross_a_process_pool_whole():
+    """The check runs training in a process pool: its errors and interrupts must unpickle with their fields."""
+    import pickle
+
+    err = pickle.loads(pickle.dumps(RunDirError("run_dir", "/x", "a folder without another config's run")))
+    assert isinstance(err, RunDirError) and (err.key, err.value) == ("run_dir", "/x")
+    stop = pickle.loads(pickle.dumps(interrupt.RunInterrupted(signal.SIGTERM, "interrupted by SIGTERM at step 3")))
+    assert stop.exit_code == 143 and "step 3" in str(stop)
