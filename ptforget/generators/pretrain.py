@@ -109,8 +109,9 @@ def cache_problem(blob: Any, model: nn.Module, key: str) -> str | None:
     return None
 
 
-def _load(path: Path, model: nn.Module, key: str) -> dict[str, float] | None:
-    """Load a sound cache file into ``model`` (left untouched otherwise); None when absent or unsound."""
+def _load(path: Path, model: nn.Module, key: str, say: bool = True) -> dict[str, float] | None:
+    """Load a sound cache file into ``model`` (left untouched otherwise); None when absent or unsound (logged
+    once, when ``say``)."""
     if not path.exists():
         return None
     try:
@@ -120,7 +121,8 @@ def _load(path: Path, model: nn.Module, key: str) -> dict[str, float] | None:
     else:
         problem = cache_problem(blob, model, key)
     if problem is not None:
-        log.warning("rebuilding pretrain cache %s from a fresh model: %s", path, problem)
+        if say:
+            log.warning("rebuilding pretrain cache %s from a fresh model: %s", path, problem)
         return None
     model.load_state_dict(blob["state"])
     stats = {"pretrain_nll": float(blob["nll"]), "pretrain_cached": 1.0}
@@ -149,11 +151,12 @@ def pretrain_mle(
     if cache_dir is None:
         return _fit(model, task, steps, batch, lr, seed, device)
     path = Path(cache_dir) / f"{kind}-{key}.pt"
+    existed = path.exists()
     loaded = _load(path, model, key)
     if loaded is not None:
         return loaded
     with file_lock(path.with_name(path.name + ".lock")):  # a second process waits, then reads what the first wrote
-        loaded = _load(path, model, key)
+        loaded = _load(path, model, key, say=not existed)
         if loaded is not None:
             return loaded
         stats = _fit(model, task, steps, batch, lr, seed, device)
