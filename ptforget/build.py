@@ -90,30 +90,112 @@ def optimizer_config(cfg: DictConfig) -> dict[str, Any]:
     return opt
 
 
-def make_logger(cfg: DictConfig, run_dir: Path) -> Any:
+def make_logger(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) -> Any:
+    """The run's Lightning logger (False for none). ``resume_step``: the step a resumed run restarts from; the CSV
+    log keeps its rows up to that step (Lightning would delete the file)."""
     kind = cfg.logger.kind
     if kind == "none":
         return False
     if kind == "csv":
-        from lightning.pytorch.loggers import CSVLogger
-
-        return CSVLogger(save_dir=str(run_dir), name="", version="lightning")
+        return _csv_logger(run_dir, resume_step)
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_DIR", str(run_dir))
     os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / ".wandb-cache"))
     mode = cfg.logger.get("mode", "offline")
     check_choice(mode, "logger.mode", WANDB_MODES)
+    if not os.environ.get("WANDB_MODE", "x").strip():
+        del os.environ["WANDB_MODE"]  # set but empty: wandb's settings would reject it with a long traceback
     os.environ.setdefault("WANDB_MODE", mode)
     return _wandb_logger(cfg, run_dir, mode)
+
+
+def _csv_logger(run_dir: Path, resume_step: int | None) -> Any:
+    from lightning.pytorch.loggers import CSVLogger
+
+    # every chunk's rows go to disk at once (flush_logs_every_n_steps=1), so a crash loses none of them
+    logger = CSVLogger(save_dir=str(run_dir), name="", version="lightning", flush_logs_every_n_steps=1)
+    path = Path(logger.log_dir) / "metrics.csv"
+    kept = _csv_rows_until(path, resume_step) if resume_step is not None else []
+    with warnings.catch_warnings():  # "previous log files will be deleted": the rows to keep are in `kept`
+        warnings.simplefilter("ignore")
+        writer = logger.experiment
+    if kept:
+        writer.metrics = kept
+        writer.metrics_keys = sorted({k for r in kept for k in r})
+        writer.save()
+    return logger
+
+
+def _csv_rows_until(path: Path, step: int) -> list[dict[str, Any]]:
+    """The rows of a Lightning metrics.csv logged at steps <= ``step`` (a resumed run logs the later ones again)."""
+    import csv
+
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    kept = []
+    for r in rows:
+        try:
+            ok = int(float(r.get("step") or "nan")) <= step
+        except ValueError:
+            ok = False
+        if ok:
+            kept.append({k: v for k, v in r.items() if k is not None})
+    return kept
+
+
+#: how long ``logger.mode=online`` waits for the W&B server before logging offline instead
+WANDB_PROBE_S = 5.0
+
+
+def wandb_reachable(timeout: float = WANDB_PROBE_S) -> bool:
+    """Whether a TCP connection to the W&B server (or the HTTPS proxy in the way) opens within ``timeout`` s.
+
+    Run in a thread, so that a name lookup that hangs is cut off too.
+    """
+    import socket
+    import threading
+    from urllib.parse import urlparse
+
+    target = os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy") or os.environ.get(
+        "WANDB_BASE_URL", "https://api.wandb.ai")
+    url = urlparse(target if "://" in target else f"http://{target}")
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return bool(result and result[0])
 
 
 def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    run = wandb.init(project=cfg.logger.project, group=cfg.logger.get("group"), entity=cfg.logger.get("entity"),
-                     dir=str(run_dir), mode=mode, config=OmegaConf.to_container(cfg, resolve=True),
-                     reinit="finish_previous")
+    log = logging.getLogger("ptforget")
+    if mode == "online" and not wandb_reachable():
+        log.warning("W&B server unreachable within %.0f s: logging offline to %s (sync later with "
+                    "scripts/wandb_sync.sh)", WANDB_PROBE_S, run_dir)
+        mode = "offline"
+    kwargs = dict(project=cfg.logger.project, group=cfg.logger.get("group"), entity=cfg.logger.get("entity"),
+                  dir=str(run_dir), config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
+    try:
+        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
+    except Exception as err:  # the server went away between the probe and the handshake
+        if mode != "online":
+            raise
+        log.warning("W&B online start failed (%s): logging offline to %s", type(err).__name__, run_dir)
+        run = wandb.init(mode="offline", **kwargs)
     return WandbLogger(experiment=run)
 
 
@@ -150,10 +232,11 @@ def quiet_lightning() -> None:
 CLIP_KEYS = ("gradient_clip_val", "gradient_clip_algorithm")
 
 
-def grad_clip_config(cfg: DictConfig) -> tuple[float | None, str]:
+def grad_clip_config(cfg: DictConfig | dict) -> tuple[float | None, str]:
     """(max norm or value, 'norm' | 'value') from ``trainer.gradient_clip_val`` / ``gradient_clip_algorithm``."""
-    val = cfg.trainer.get("gradient_clip_val")
-    algo = cfg.trainer.get("gradient_clip_algorithm") or "norm"
+    trainer = cfg["trainer"]
+    val = trainer.get("gradient_clip_val")
+    algo = trainer.get("gradient_clip_algorithm") or "norm"
     check_choice(algo, "trainer.gradient_clip_algorithm", ("norm", "value"))
     check(val is None or (is_number(val) and val > 0), "trainer.gradient_clip_val", val, "null or a finite number > 0")
     return (float(val) if val is not None else None), algo

@@ -13,6 +13,9 @@ class ConfigError(ValueError):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"invalid config: {key}={value!r}; allowed: {allowed}")
 
+    def __reduce__(self) -> tuple:  # picklable with its fields (a process pool sends errors back)
+        return type(self), (self.key, self.value, self.allowed)
+
 
 def check(cond: bool, key: str, value: Any, allowed: str) -> None:
     """Raise ConfigError(key, value, allowed) unless ``cond`` holds."""

@@ -1,19 +1,39 @@
-"""Atomic result files: every write goes to a temporary file in the same folder and is renamed into place."""
+"""Files: atomic result writes (temporary file + rename, honouring the umask), advisory locks, writability checks."""
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+#: errors of the environment rather than of the program (read-only folder, full disk, quota, permissions, I/O)
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+
+
+def _new_temp(path: Path) -> Path:
+    """A new empty file beside ``path``; created with mode 0666 so the umask decides its permissions (mkstemp would
+    make it 0600 whatever the umask, and the rename would carry that onto the result)."""
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
 
 
 @contextmanager
@@ -22,15 +42,14 @@ def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
     old file or the whole new one), on error it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_temp(path)
     try:
-        yield Path(tmp)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -95,3 +114,134 @@ def read_trajectory(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 pass
         cols[key] = vals
     return cols
+
+# ---------------------------------------------------------------------------------------------- locks
+class LockBusy(RuntimeError):
+    """Another process holds the lock; ``holder`` is what it wrote into the lock file (pid@host)."""
+
+    def __init__(self, path: Path, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path} is held by {holder or 'another process'}")
+
+
+#: locks this process holds: real path -> [fd, depth] (flock conflicts between two descriptors of one process, so
+#: a nested acquisition of a lock already held here is counted instead of taken again)
+_HELD: dict[str, list[int]] = {}
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``flock``) on ``path`` (created, never removed) for the block.
+
+    Blocking waits for the holder to finish; non-blocking raises LockBusy at once. Re-entrant within a process.
+    The lock is released by the kernel when its process dies, so a killed run never leaves a stale lock.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try:
+            yield
+        finally:
+            _HELD[key][1] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy(path, _read_holder(fd)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}@{socket.gethostname()}\n".encode(), 0)
+        _HELD[key] = [fd, 1]
+        try:
+            yield
+        finally:
+            del _HELD[key]
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> str:
+    try:
+        return os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """Who holds the lock at ``path`` (pid@host, or '' when unknown), or None when nobody does (not even us)."""
+    import fcntl
+
+    path = Path(path)
+    if os.path.realpath(path) in _HELD or not path.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read_holder(fd)
+        os.close(fd)
+        return holder
+    except OSError:
+        os.close(fd)
+        return None
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- writability
+def dir_problem(path: str | os.PathLike) -> str | None:
+    """Why a file could not be written into directory ``path`` (created if needed), or None when one can.
+
+    Tried without leaving anything behind: a one-byte temporary file in the nearest existing ancestor (so a
+    read-only folder, a file in the way, a full disk or a missing permission all show up here).
+    """
+    if str(path) == "":
+        return "an empty path"
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else Path.cwd() / p
+    anc = p
+    try:
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            return f"{anc} is not a directory"
+        tmp = _new_temp(anc / ".ptforget-write-test")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(b"x")
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError as err:
+        return f"{err.strerror or err} ({anc})"
+    return None
+
+
+#: what torch.save raises (a RuntimeError from its C++ writer) when the disk is full or the file cannot be written
+_TORCH_WRITE = re.compile(r"basic_ios::clear|PytorchStreamWriter failed|file write failed|unexpected pos")
+
+
+def environment_error(err: BaseException | None) -> OSError | None:
+    """``err`` (or what caused it) as an OSError when it is a fault of the environment (full disk, read-only
+    folder, quota, permissions), or None."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno in ENVIRONMENT_ERRNOS:
+            return err
+        if isinstance(err, RuntimeError) and _TORCH_WRITE.search(str(err)):
+            first = str(err).strip().splitlines()[0] if str(err).strip() else "write failed"
+            return OSError(errno.EIO, f"torch could not write a checkpoint ({first}): is the disk full or read-only?")
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from ptforget import interrupt
 from ptforget.build import build_optimizer
 from ptforget.ensemble import SeedEnsemble
 from ptforget.errors import check
@@ -158,6 +159,10 @@ class PostTrainModule(L.LightningModule):
         last = min((chunk + 1) * self.eval_every, self.max_steps)
         try:
             for _ in range(self.step, last):
+                if interrupt.pending() is not None:  # SIGTERM/SIGINT: stop at a step boundary; train.py saves it
+                    if self._trainer is not None:
+                        self.trainer.should_stop = True
+                    return
                 self._optimizer_step()
         except RuntimeError as err:  # e.g. sampling from NaN weights: a divergence, not a crash
             if self.ensemble is not None or bool(self._params_finite()):

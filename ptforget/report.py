@@ -169,15 +169,53 @@ def collect(root: str | Path) -> list[dict[str, Any]]:
     rows = []
     for path in find_summaries(root):
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(summary, dict):
-                raise ValueError("summary.json is not a JSON object")
-            rows.append(_row_from_summary(summary, path.parent, base))
+            rows.append(_row_from_summary(read_summary(path), path.parent, base))
+            problem = trajectory_problem(path.parent)
+            if problem is not None:
+                raise ValueError(problem)
         except (OSError, ValueError) as err:
             rel = path.parent.relative_to(base).as_posix() if path.parent.is_relative_to(base) else str(path.parent)
+            if rows and rows[-1].get("_dir") == str(path.parent):
+                rows.pop()
             rows.append({"run": rel or ".", "status": "unreadable", "reason": f"{type(err).__name__}: {err}",
                          "_dir": str(path.parent), "_override_keys": [], "_metric_keys": []})
     return rows
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A summary.json, checked for the shape the report reads (ValueError naming what is wrong otherwise)."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"summary.json is not text ({err.reason})") from None
+    if not isinstance(summary, dict):
+        raise ValueError("summary.json is not a JSON object")
+    for key in ("final", "forgetting"):
+        if summary.get(key) is not None and not isinstance(summary[key], dict):
+            raise ValueError(f"summary.json: {key!r} is a {type(summary[key]).__name__}, not an object")
+    ov = summary.get("overrides")
+    if ov is not None and not (isinstance(ov, list) and all(isinstance(o, str) for o in ov)):
+        raise ValueError("summary.json: 'overrides' is not a list of strings")
+    return summary
+
+
+def trajectory_problem(run_dir: Path) -> str | None:
+    """Why ``run_dir/trajectory.csv`` cannot be read as a CSV of numbers (None when it can, or is absent)."""
+    path = Path(run_dir) / "trajectory.csv"
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            for row in reader:
+                if header is None or len(row) > len(header):
+                    return "trajectory.csv: a row longer than its header"
+    except UnicodeDecodeError as err:
+        return f"trajectory.csv is not text ({err.reason})"
+    except (OSError, csv.Error) as err:
+        return f"trajectory.csv: {err}"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -347,7 +385,7 @@ def read_trajectory(run_dir: str | Path, key: str = "old_mass") -> tuple[list[fl
     """(steps, values) of column ``key`` in ``run_dir/trajectory.csv`` (non-finite entries dropped); ``None`` if
     the file or column is missing."""
     path = Path(run_dir) / "trajectory.csv"
-    if not path.is_file():
+    if not path.is_file() or trajectory_problem(run_dir) is not None:
         return None
     cols = read_trajectory_columns(path)
     if key not in cols or "step" not in cols:
@@ -425,12 +463,14 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     non-complete runs) and, with ``figures``, ``final_old_mass_vs_<key>.png`` for each numeric swept key and
     ``trajectories_old_mass*.png``. ``metrics`` chooses the columns of the markdown table (default:
     DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics, markdown and the
-    written paths (runs_csv, summary_csv, summary_md, figures). Raises FileNotFoundError if no run is found.
+    written paths (runs_csv, summary_csv, summary_md, figures). Raises FileNotFoundError if no run is found and
+    ReportError (before anything is written) when ``metrics`` or ``by`` name what the runs lack.
     """
     root = Path(root)
     rows = collect(root)
     if not rows:
         raise FileNotFoundError(f"no summary.json under {root}")
+    validate_options(rows, metrics, by)
     out = Path(out_dir) if out_dir is not None else (root / "report")
     out.mkdir(parents=True, exist_ok=True)
     by = list(swept_keys(rows) if by is None else by)
@@ -478,11 +518,37 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+class ReportError(ValueError):
+    """A bad ``ptforget-report`` option: the message is the one line printed."""
+
+
+def validate_options(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None,
+                     by: Sequence[str] | None) -> None:
+    """``--metrics`` must name metrics the runs have and ``--by`` columns they have (ReportError otherwise)."""
+    found = metric_keys(rows)
+    for m in metrics or ():
+        if m not in found:
+            raise ReportError(f"--metrics {m!r}: not a metric of these runs; allowed: {', '.join(found) or '(none)'}")
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_") and k != "run"]
+    for k in by or ():
+        if k not in columns:
+            raise ReportError(f"--by {k!r}: not a column of these runs; allowed: {', '.join(columns)}")
+
+
+def out_problem(out: Path) -> str | None:
+    """Why the report could not be written into ``out`` (a folder to create or a writable one), or None."""
+    from ptforget.io import dir_problem
+
+    return dir_problem(out)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console script: ``ptforget-report DIR [--out OUT] [--metrics old_mass,drift,...] [--by k1,k2]``.
 
-    Prints the markdown table and the output folder; returns 0, or 2 (with a one-line error on stderr) when DIR
-    does not exist or holds no summary.json. Bad arguments exit with 2 through argparse.
+    Prints the markdown table and the output folder, and on stderr one line per unreadable run it skipped; returns
+    0, or 2 (with a one-line error on stderr) when DIR does not exist or holds no summary.json, ``--metrics`` or
+    ``--by`` name something the runs lack, or ``--out`` is not writable; 1 when writing fails (full disk). Bad
+    arguments exit with 2 through argparse.
     """
     parser = _parser()
     args = parser.parse_args(argv)
@@ -495,11 +561,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by is not None else None
-    res = write_report(root, args.out, metrics=metrics, figures=not args.no_figures, by=by)
+    out = Path(args.out) if args.out is not None else root / "report"
+    problem = out_problem(out)
+    if problem is not None:
+        print(f"ptforget-report: error: --out {out}: not a writable folder ({problem}); pass --out DIR",
+              file=sys.stderr)
+        return 2
+    try:
+        res = write_report(root, out, metrics=metrics, figures=not args.no_figures, by=by)
+    except ReportError as err:
+        print(f"ptforget-report: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"ptforget-report: error: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
+        return 1
     print(res["table"], end="")
+    unreadable = [r for r in res["rows"] if r.get("status") == "unreadable"]
+    for r in unreadable:
+        print(f"skipped unreadable run {r['run']}: {r['reason']}", file=sys.stderr)
     n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
     if n_bad:
-        print(f"\n{n_bad} run(s) not complete: see {res['summary_md']}")
+        print(f"\n{n_bad} run(s) not complete ({len(unreadable)} unreadable): see {res['summary_md']}")
     print(f"\nreport: {res['summary_md'].parent}")
     return 0
 

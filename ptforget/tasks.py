@@ -21,6 +21,10 @@ REWARDS = ("new_bump", "both_bumps", "new_region", "old_region", "log_p_star", "
 #: rewards that are constant on each region: the mode-wise rewards (r_o, r_n) of the theory (paper R12, R13)
 REGION_REWARDS = {"new_region": {"reward_old": 0.0, "reward_new": 1.0},
                   "old_region": {"reward_old": 1.0, "reward_new": 0.0}}
+#: mixture weights closer than this to 0 or 1 are 0 or 1 in float32 (log-weights become -inf)
+WEIGHT_MARGIN = 1e-6
+#: the shared scale sigma (sigma^2 and 1/sigma^2 stay normal float32 numbers with room for the data)
+SIGMA_RANGE = (1e-6, 1e6)
 
 
 @dataclass
@@ -56,15 +60,18 @@ class TwoModeTask:
     _cache: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
-        check(isinstance(self.dim, int) and self.dim >= 1, "task.dim", self.dim, "an integer >= 1")
+        check(isinstance(self.dim, int) and not isinstance(self.dim, bool) and self.dim >= 1, "task.dim", self.dim,
+              "an integer >= 1")
         check(_finite(self.delta) and self.delta >= 0, "task.delta", self.delta, "a finite number >= 0")
-        check(_finite(self.sigma) and self.sigma > 0, "task.sigma", self.sigma, "a finite number > 0")
-        check(_finite(self.beta_star) and 0 < self.beta_star < 1, "task.beta_star", self.beta_star,
-              "a number in the open interval (0, 1)")
+        check(_finite(self.sigma) and SIGMA_RANGE[0] <= self.sigma <= SIGMA_RANGE[1], "task.sigma", self.sigma,
+              f"a number in [{SIGMA_RANGE[0]:g}, {SIGMA_RANGE[1]:g}] (sigma^2 must stay a normal float32)")
+        check(_finite(self.beta_star) and WEIGHT_MARGIN <= self.beta_star <= 1 - WEIGHT_MARGIN, "task.beta_star",
+              self.beta_star, f"a number in the open interval (0, 1), at least {WEIGHT_MARGIN:g} from 0 and 1 "
+              "(float32 training)")
         if self.beta0 is None:
             self.beta0 = self.beta_star
-        check(_finite(self.beta0) and 0 < self.beta0 < 1, "task.beta0", self.beta0,
-              "a number in the open interval (0, 1), or null for beta_star")
+        check(_finite(self.beta0) and WEIGHT_MARGIN <= self.beta0 <= 1 - WEIGHT_MARGIN, "task.beta0", self.beta0,
+              f"a number in the open interval (0, 1), at least {WEIGHT_MARGIN:g} from 0 and 1, or null for beta_star")
         check(_finite(self.new_offset), "task.new_offset", self.new_offset, "a finite number")
         check(_finite(self.new_shift), "task.new_shift", self.new_shift, "a finite number")
         check(self.new_shift == 0 or self.dim >= 2, "task.new_shift", self.new_shift, "0 when task.dim == 1")
@@ -74,9 +81,12 @@ class TwoModeTask:
         if self.covariance is None:
             cov = torch.eye(self.dim, dtype=torch.float64) * self.sigma**2
         else:
-            cov = torch.as_tensor(self.covariance, dtype=torch.float64)
-            check(cov.shape == (self.dim, self.dim), "task.covariance", self.covariance,
-                  f"a {self.dim}x{self.dim} matrix")
+            rows = self.covariance
+            check(isinstance(rows, list | tuple) and len(rows) == self.dim
+                  and all(isinstance(r, list | tuple) and len(r) == self.dim and all(_finite(v) and not isinstance(
+                      v, bool | str) for v in r) for r in rows), "task.covariance", self.covariance,
+                  f"a {self.dim}x{self.dim} matrix: a list of {self.dim} lists of {self.dim} numbers, or null")
+            cov = torch.as_tensor(rows, dtype=torch.float64)
             check(bool(torch.isfinite(cov).all()) and bool(torch.allclose(cov, cov.T)), "task.covariance",
                   self.covariance, "a finite symmetric matrix")
             check(bool(torch.linalg.eigvalsh(cov).min() > 0), "task.covariance", self.covariance,

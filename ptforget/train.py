@@ -13,6 +13,8 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +22,29 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ptforget import build
-from ptforget.io import read_json, write_csv, write_json
+from ptforget import build, interrupt
+from ptforget.errors import ConfigError
+from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, read_json, write_csv, write_json
 
 log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every")
+NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+#: statuses of a run that has ended for good (its folder is reused only by the same config)
+FINISHED = ("complete", "diverged")
+#: the lock file that keeps two processes out of one run folder
+LOCK_NAME = ".ptforget.lock"
+#: what a resume checkpoint must hold (a file without them is foreign and is moved aside)
+CHECKPOINT_KEYS = ("step", "weights", "optimizer", "objective", "histories", "diverged", "bad_step",
+                   "params_bad_step", "rng", "config_hash")
+
+
+class RunDirError(ConfigError):
+    """A run folder that this run must not use: another config's run is in it, or another process is."""
+
+
+class _ResumeFailed(Exception):
+    """The checkpoint passed its checks but could not be restored (it has been moved aside)."""
 
 
 def config_hash(cfg: DictConfig | dict, **replace: Any) -> str:
@@ -53,24 +71,103 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True
     (seeds ``seed .. seed+S-1``) go to ``run_dir/seed<k>/`` and ``run_dir/ensemble.json`` lists them; batchable
     objectives train them together (``SeedEnsemble``), the others one after another. Returns the summary of the
     run, or for S > 1 the ensemble summary with every member's summary under ``members``.
+
+    A folder holding a run of another config is never overwritten (RunDirError), nor one that another process
+    is using (a lock). SIGTERM / SIGINT stop the run at a step boundary, save ``last.ckpt`` and raise
+    ``interrupt.RunInterrupted``. A foreign or incompatible ``last.ckpt`` is moved aside and the run restarts.
     """
-    from ptforget.validate import validate_top
+    from ptforget.validate import validate_optimizer, validate_top
 
     run_dir = Path(run_dir)
     validate_top(cfg)
-    seeds = int(cfg.get("seeds", 1))
     finished = finished_summary(run_dir, cfg) if reuse else None
-    if finished is not None:
+    if finished is not None:  # read only: a finished run in a read-only folder is still returned
         log.info("skipping %s: already %s", run_dir, finished.get("status"))
         return finished
-    build.quiet_lightning()
-    torch.set_num_threads(int(cfg.threads))
+    with interrupt.handling():
+        _refuse_foreign(run_dir, cfg)  # before anything is built or written
+        build.quiet_lightning()
+        torch.set_num_threads(int(cfg.threads))
+        task, generator, objective = _build(cfg)
+        if int(cfg.get("seeds", 1)) > 1 and not objective.batchable:
+            return _sequential_seeds(cfg, run_dir, reuse)
+        validate_optimizer(build.optimizer_config(cfg))  # what the module checks, before the folder is touched
+        objective.validate(generator, task)
+        with claim_run_dir(run_dir):
+            finished = finished_summary(run_dir, cfg) if reuse else None
+            if finished is not None:  # another process finished it meanwhile
+                return finished
+            _refuse_foreign(run_dir, cfg)
+            try:
+                return _fit(cfg, run_dir, task, generator, objective, reuse)
+            except _ResumeFailed:  # the checkpoint is aside now: build everything afresh and start from step 0
+                task, generator, objective = _build(cfg)
+                return _fit(cfg, run_dir, task, generator, objective, reuse=False)
+
+
+def _build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     seed_everything(int(cfg.seed))
-    task, generator, objective = build.build(cfg)
-    if seeds > 1 and not objective.batchable:
-        return _sequential_seeds(cfg, run_dir, reuse)
+    objects = build.build(cfg)
     seed_everything(int(cfg.seed))  # pretraining used its own seed; post-training starts from this one
-    return _fit(cfg, run_dir, task, generator, objective, reuse)
+    return objects
+
+
+def _refuse_foreign(run_dir: Path, cfg: DictConfig) -> None:
+    """RunDirError when another process uses ``run_dir`` or it holds another config's run (reads only)."""
+    holder = lock_holder(run_dir / LOCK_NAME)
+    if holder is not None:
+        raise RunDirError("run_dir", str(run_dir), f"a folder no other process is using (process {holder or '?'} "
+                          "is running in it)")
+    problem = run_dir_conflict(run_dir, cfg)
+    if problem is not None:
+        raise RunDirError("run_dir", str(run_dir), f"a folder without another config's run ({problem})")
+
+
+@contextmanager
+def claim_run_dir(run_dir: Path) -> Iterator[None]:
+    """Keep other processes out of ``run_dir`` for the block (RunDirError when one is already in it)."""
+    try:
+        with file_lock(run_dir / LOCK_NAME, blocking=False):
+            yield
+    except LockBusy as err:
+        raise RunDirError("run_dir", str(run_dir), "a folder no other process is using (process "
+                          f"{err.holder or '?'} is running in it)") from None
+
+
+def run_dir_conflict(run_dir: Path, cfg: DictConfig) -> str | None:
+    """What in ``run_dir`` belongs to a run of another config (a summary with another hash), or None.
+
+    Looks at the run's summary (summary.json; ensemble.json with seeds > 1, and then every member's folder). An
+    unreadable summary counts as foreign: it is never overwritten blindly.
+    """
+    seeds = int(cfg.get("seeds", 1))
+    run_hash = config_hash(cfg)
+    own = "ensemble.json" if seeds > 1 else "summary.json"
+    expected: dict[Path, tuple[str, ...]] = {run_dir / own: (run_hash,),
+                                             run_dir / ("summary.json" if seeds > 1 else "ensemble.json"): ()}
+    if seeds > 1:
+        container = OmegaConf.to_container(cfg, resolve=True)
+        for k in range(seeds):  # a member is a batched member or, for sequential seeds, a solo run of seed + k
+            expected[run_dir / f"seed{int(cfg.seed) + k}" / "summary.json"] = (
+                member_hash(container, k), config_hash(member_config(cfg, k)))
+    for path, allowed in expected.items():
+        if not path.exists():
+            continue
+        try:
+            s = read_json(path)
+            got, status = s["config_hash"], s.get("status")
+        except (OSError, ValueError, TypeError, KeyError):
+            return f"{path} is unreadable"
+        if got not in allowed:
+            return f"{path} holds a {status} run of config {got}, not {run_hash}"
+    return None
+
+
+def member_hash(container: dict[str, Any], k: int) -> str:
+    """The hash of member k of a batched ensemble: it names its seed and its ensemble (first seed, size), so it
+    differs from a solo run's hash (the random streams differ)."""
+    first, seeds = int(container["seed"]), int(container.get("seeds", 1))
+    return config_hash({**container, "seed": first + k, "seeds": {"size": seeds, "first_seed": first}})
 
 
 def member_config(cfg: DictConfig, k: int) -> DictConfig:
@@ -87,7 +184,7 @@ def finished_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         s = read_json(run_dir / name)
     except (OSError, ValueError):
         return None
-    if not (isinstance(s, dict) and s.get("status") in ("complete", "diverged")
+    if not (isinstance(s, dict) and s.get("status") in FINISHED
             and s.get("config_hash") == config_hash(cfg)):
         return None
     if name == "ensemble.json":
@@ -100,9 +197,10 @@ def finished_summary(run_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
 
 def _sequential_seeds(cfg: DictConfig, run_dir: Path, reuse: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    members = [run_training(member_config(cfg, k), run_dir / f"seed{int(cfg.seed) + k}", reuse)
-               for k in range(int(cfg.seeds))]
-    return _write_ensemble(cfg, run_dir, members, batched=False, wall=time.perf_counter() - t0)
+    with claim_run_dir(run_dir):  # the members lock their own folders
+        members = [run_training(member_config(cfg, k), run_dir / f"seed{int(cfg.seed) + k}", reuse)
+                   for k in range(int(cfg.seeds))]
+        return _write_ensemble(cfg, run_dir, members, batched=False, wall=time.perf_counter() - t0)
 
 
 def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]], batched: bool,
@@ -112,7 +210,7 @@ def _write_ensemble(cfg: DictConfig, run_dir: Path, members: list[dict[str, Any]
         next(s for s in statuses if s not in ("complete", "diverged"))
     summary = {"status": status, "config_hash": config_hash(cfg), "seeds": [m["seed"] for m in members],
                "batched": batched, "wall_time_s": wall,
-               "runs": {f"seed{m['seed']}": m["status"] for m in members}}
+               "runs": {f"seed{m['seed']}": m["status"] for m in members}, "overrides": _overrides()}
     write_json(run_dir / "ensemble.json", summary)
     return {**summary, "members": members}
 
@@ -129,43 +227,138 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
                              compile=bool(cfg.get("compile", False)), grad_clip=build.grad_clip_config(cfg))
     run_hash = config_hash(cfg)
     module.checkpoint_meta = {"config_hash": run_hash}
-    state = _load_checkpoint(ckpt, run_hash) if reuse else None
+    if not reuse and ckpt.exists():
+        move_aside(ckpt, "reuse is off")
+    state = load_checkpoint(ckpt, run_hash, module)
     if state is not None:
-        module.resume_from(state)
+        try:
+            module.resume_from(state)
+        except Exception as err:
+            _resume_failed(ckpt, err)
         log.info("resuming %s from step %d", run_dir, module.step)
-    logger = build.make_logger(cfg, run_dir)
+    start = module.step
+    logger = build.make_logger(cfg, run_dir, resume_step=start if state is not None else None)
     trainer = build.make_trainer(cfg, logger)
     loader = torch.utils.data.DataLoader(range(module.start_chunk, module.n_chunks), batch_size=None)
     t0 = time.perf_counter()
-    status, reason = "complete", ""
     try:
-        trainer.fit(module, loader)
-    except (KeyboardInterrupt, SystemExit) as err:  # Lightning turns Ctrl-C into SystemExit after its shutdown
-        _write_members(cfg, run_dir, module, "interrupted", type(err).__name__, time.perf_counter() - t0)
-        build.finish_logger(logger)
+        with interrupt.deferred():
+            trainer.fit(module, loader)
+    except BaseException as err:
+        signum = interrupt.pending()
+        if signum is not None:
+            _stop_interrupted(cfg, run_dir, module, logger, signum, start, time.perf_counter() - t0)
+        if state is not None and module.step == start and isinstance(err, Exception):
+            build.finish_logger(logger)
+            _resume_failed(ckpt, err)  # restoring the optimizer / objective state failed before any step
+        status = "interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed"
+        reason = type(err).__name__ if status == "interrupted" else f"{type(err).__name__}: {err}"
+        _record_failure(cfg, run_dir, module, logger, status, reason, time.perf_counter() - t0)
+        env = environment_error(err)
+        if env is not None and not env.filename:  # torch's writer names no file: name the run's folder
+            raise OSError(env.errno, env.strerror, str(run_dir)) from err
         raise
-    except Exception as err:  # record the failure, then re-raise
-        _write_members(cfg, run_dir, module, "failed", f"{type(err).__name__}: {err}", time.perf_counter() - t0)
-        build.finish_logger(logger)
-        raise
-    summary = _write_members(cfg, run_dir, module, status, reason, time.perf_counter() - t0)
-    if status == "complete":
-        ckpt.unlink(missing_ok=True)
+    signum = interrupt.pending()
+    if signum is not None and module.step < max_steps and not all(d is not None for d in module.diverged):
+        _stop_interrupted(cfg, run_dir, module, logger, signum, start, time.perf_counter() - t0)
+    summary = _write_members(cfg, run_dir, module, "complete", "", time.perf_counter() - t0)
+    ckpt.unlink(missing_ok=True)
     build.finish_logger(logger)
+    if signum is not None:  # the signal came after the last step: the run is complete, the process still stops
+        raise interrupt.RunInterrupted(signum, f"interrupted by {interrupt.signal_name(signum)} after {run_dir} "
+                                               "completed")
     return summary
 
 
-def _load_checkpoint(path: Path, run_hash: str) -> dict[str, Any] | None:
-    """The resume state in ``path`` if it belongs to the run with this config hash (an unreadable or foreign one
-    is ignored)."""
+def _stop_interrupted(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, signum: int, start: int,
+                      wall: float) -> None:
+    """Save the resume checkpoint at the step boundary the module stopped at, record the run, raise."""
+    name = interrupt.signal_name(signum)
+    if module.step > start:  # steps were taken since the start (or the resume): optimizer state exists
+        module.save_resume_checkpoint()
+    _record_failure(cfg, run_dir, module, logger, "interrupted", f"{name} at step {module.step}", wall)
+    ckpt = run_dir / "last.ckpt"
+    where = f"checkpoint {ckpt} at step {module.step}" if ckpt.exists() else "no checkpoint"
+    raise interrupt.RunInterrupted(signum, f"interrupted by {name} at step {module.step} of {run_dir} ({where}; "
+                                           "run the same command again to resume)")
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, status: str, reason: str,
+                    wall: float) -> None:
+    """Write the summaries of a run that stopped early; a failure to write (full disk) never hides the cause."""
+    try:
+        _write_members(cfg, run_dir, module, status, reason, wall)
+    except OSError as err:
+        if environment_error(err) is None:  # a full disk is reported once, by the entry point
+            log.error("could not record the %s run in %s: %s", status, run_dir, err)
+    try:
+        build.finish_logger(logger)
+    except Exception as err:
+        log.error("could not close the logger of %s: %s", run_dir, err)
+
+
+def _resume_failed(ckpt: Path, err: BaseException) -> None:
+    first = str(err).splitlines()[0] if str(err) else ""
+    move_aside(ckpt, f"could not be restored ({type(err).__name__}: {first})")
+    raise _ResumeFailed(first) from err
+
+
+def move_aside(path: Path, why: str) -> Path:
+    """Rename ``path`` to ``<name>.aside-<time>-<pid>`` (kept for inspection) and log one line saying so."""
+    aside = path.with_name(f"{path.name}.aside-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    log.warning("moved %s aside to %s (%s); the run starts from step 0", path, aside.name, why)
+    return aside
+
+
+def load_checkpoint(path: Path, run_hash: str, module: Any) -> dict[str, Any] | None:
+    """The resume state in ``path`` when it is this run's own checkpoint and fits ``module``; None otherwise.
+
+    A file that cannot be read, is not a ptforget checkpoint, belongs to another config or does not fit the
+    module (weights' names and shapes, optimizer groups) is moved aside (kept) and the run starts over.
+    """
     if not path.exists():
         return None
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # a torn or foreign file: start over rather than fail
-        log.warning("ignoring unreadable checkpoint %s (%s)", path, err)
+    except Exception as err:
+        move_aside(path, f"unreadable checkpoint: {type(err).__name__}")
         return None
-    return state if state.get("config_hash") == run_hash else None
+    problem = checkpoint_problem(state, run_hash, module)
+    if problem is not None:
+        move_aside(path, problem)
+        return None
+    return state
+
+
+def checkpoint_problem(state: Any, run_hash: str, module: Any) -> str | None:
+    """Why ``state`` cannot resume ``module`` (a run of config ``run_hash``), or None."""
+    if not isinstance(state, dict):
+        return f"not a ptforget checkpoint (a {type(state).__name__})"
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        return f"not a ptforget checkpoint (no {', '.join(missing)})"
+    if state["config_hash"] != run_hash:
+        return f"a checkpoint of another config ({state['config_hash']}; this run is {run_hash})"
+    step = state["step"]
+    if not (isinstance(step, int) and 0 <= step <= module.max_steps):
+        return f"step {step!r} outside [0, {module.max_steps}]"
+    if not (isinstance(state["histories"], list) and len(state["histories"]) == module.S):
+        return f"histories of another number of seeds (this run has {module.S})"
+    weights = state["weights"]
+    if not isinstance(weights, dict) or set(weights) != set(module.state_dict()):
+        return "weights of another model (the parameter names differ)"
+    # parameters have fixed shapes (metric states and some buffers are filled during the run: names suffice)
+    for name, t in module.named_parameters():
+        if not isinstance(weights.get(name), torch.Tensor) or weights[name].shape != t.shape:
+            return f"weights of another model ({name} has another shape)"
+    try:
+        opt = module.configure_optimizers()
+        opt = opt["optimizer"] if isinstance(opt, dict) else opt
+        opt.load_state_dict(state["optimizer"])  # a throwaway optimizer: checks the groups and their sizes
+    except Exception as err:
+        return f"optimizer state of another model ({type(err).__name__})"
+    return None
 
 
 def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, reason: str,
@@ -182,9 +375,7 @@ def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, rea
             summary = summarize(container, module, st, why, wall)
             write_outputs(run_dir, module.histories[0], summary)
             return summary
-        # the member's own hash names its seed and its ensemble (first seed, size): it differs from a solo run's
-        # hash because the random streams differ
-        member = {**container, "seed": first + k, "seeds": {"size": seeds, "first_seed": first}}
+        member = {**container, "seed": first + k, "seeds": {"size": seeds, "first_seed": first}}  # see member_hash
         summary = summarize(member, module, st, why, wall, member=k)
         summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": first, "batched": True}
         write_outputs(run_dir / f"seed{first + k}", module.histories[k], summary)

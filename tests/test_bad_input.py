@@ -89,6 +89,42 @@ TRAIN_CASES = [
     ("-m objective=fkl,rkl objective.estimator=pathwise", "objective.estimator", "'pathwise'"),
     ("-m experiment=replay_sweep objective.lam=0.5,1.5", "objective.lam", "1.5"),  # with the experiment's sweeps
     ("-m objective.lag=interval(0,1)", "objective.lag", "'interval(0,1)'"),
+    # issue 13: wrong types, unknown keys, tracebacks that preflight missed, degenerate values, paths
+    ("optimizer.lr=true", "optimizer.lr", "True"),
+    ("trainer.deterministic=maybe", "trainer.deterministic", "'maybe'"),
+    ("trainer.log_every_n_steps=-1", "trainer.log_every_n_steps", "-1"),
+    ("+nosuchkey=3", "nosuchkey", "3"),  # would change nothing but config_hash
+    ("+optimizer.foo=1", "optimizer.foo", "1"),
+    ("seed=99999999999999999999", "seed", "99999999999999999999"),
+    ("seeds=3 seed=9223372036854775806", "seed", "9223372036854775806"),
+    ("trainer.devices=0", "trainer.devices", "0"),
+    ("-m generator=flow,realnvp generator.pretrain.steps=200", "generator.pretrain.steps", "200"),
+    ("hydra/launcher=nosuch", "hydra/launcher", "'nosuch'"),
+    ("-m hydra/launcher=joblib hydra.launcher.n_jobs=abc seed=1,2", "hydra.launcher.n_jobs", "'abc'"),
+    ("-m seed=range(0,3,0)", "seed", "'range(0,3,0)'"),
+    ("-m seed=0,1 hydra.sweep.subdir=../x", "hydra.sweep.subdir", "'../x'"),
+    ("task.covariance=[[1,0],[0]]", "task.covariance", "[[1, 0], [0]]"),  # named, not the whole task dict
+    ("task.sigma=1e-300", "task.sigma", "1e-300"),
+    ("generator=flow generator.bins=0", "generator.bins", "0"),
+    ("generator.lr_mult.old=abc", "generator.lr_mult.old", "'abc'"),
+    ("generator.components=1000", "generator.components", "1000"),  # not generator.weight_clip
+    ("task.beta_star=1e-300", "task.beta_star", "1e-300"),
+    ("optimizer.lr=1e9", "optimizer.lr", "1000000000.0"),  # Adam: complete with KL 1e16 otherwise
+    ("study=../../escaped", "study", "'../../escaped'"),
+    ("study=a/b", "study", "'a/b'"),
+    ("hydra.run.dir=", "hydra.run.dir", "''"),
+    ("limits.memory_gb=-1", "limits.memory_gb", "-1"),
+    # resources, through preflight only (a fixed limit, so the cases do not depend on this machine's memory)
+    ("limits.memory_gb=8 objective.batch=100000000", "objective.batch", "100000000"),
+    ("limits.memory_gb=8 n_eval=1000000000", "n_eval", "1000000000"),
+    ("limits.memory_gb=8 objective=ttt_discover objective.groups=100000 objective.group_size=100000",
+     "objective.groups", "100000"),
+    ("limits.memory_gb=8 objective=rkl_replay objective.buffer=10000000000", "objective.buffer", "10000000000"),
+    ("limits.memory_gb=8 generator=mdn generator.components=100000", "generator.components", "100000"),
+    ("limits.memory_gb=8 generator.components=1000000", "generator.components", "1000000"),
+    ("limits.memory_gb=8 task.dim=100000", "task.dim", "100000"),
+    ("limits.memory_gb=8 trainer.max_steps=100000000000 eval_every=1", "trainer.max_steps", "100000000000"),
+    ("-m limits.memory_gb=8 seed=0,1 task.dim=2,100000", "task.dim", "100000"),  # a sweep value, checked once
 ]
 
 
@@ -137,6 +173,26 @@ OTHER_CASES = [
     ("check", "profile=foo", "profile", "'foo'"),
     ("check", "claims=[P99]", "claims", "'P99'"),
     ("check", "profile.seeds=0", "profile.seeds", "0"),
+    # issue 13
+    ("theory", "optimizer.lr=10", "optimizer.lr", "10.0"),  # filled 8 GiB in 31 s
+    ("theory", "task.delta=1e6", "task.delta", "1000000.0"),
+    ("theory", "limits.memory_gb=8 trainer.max_steps=100000000", "trainer.max_steps", "100000000"),
+    ("theory", "limits.memory_gb=8 task.dim=100000", "task.dim", "100000"),
+    ("theory", "+theory.kappa=-1", "theory.kappa", "-1"),
+    ("theory", "+theory.beta_star_grid=[1e-6,0.5]", "theory.beta_star_grid", "[1e-06, 0.5]"),
+    ("theory", "+theory.delta_grid=[1,1e6]", "theory.delta_grid", "[1, 1000000.0]"),
+    ("theory", "+nosuchkey=3", "nosuchkey", "3"),
+    ("check", "reuse=maybe", "reuse", "'maybe'"),
+    ("check", "strict=maybe", "strict", "'maybe'"),
+    ("check", "generators=[]", "generators", "[]"),
+    ("check", "claims=[]", "claims", "[]"),
+    ("check", "generators=[nosuch]", "generators.0", "'nosuch'"),
+    ("check", "train_overrides=['foo=1']", "train_overrides", "foo=1"),
+    ("check", "train_overrides=['task.delta=-1']", "train_overrides.0", "task.delta=-1"),  # a claim's own key
+    ("check", "profile.deltas=[-1.0]", "profile.deltas", "[-1.0]"),  # the profile key, not task.delta
+    ("check", "profile.batch_sizes=[0]", "profile.batch_sizes", "[0]"),
+    ("check", "profile.replay_lambdas=[1.0]", "profile.replay_lambdas", "[1.0]"),
+    ("check", "+nosuchkey=3", "nosuchkey", "3"),
 ]
 
 
@@ -149,14 +205,35 @@ def test_theory_and_check_command_lines_are_refused(entry, line, key, value):
 
 
 @pytest.mark.parametrize(("main", "line"), [(cli.train_main, "task.beta_star=2"), (cli.train_main, "generator=foo"),
-                                            (cli.theory_main, "task.foo=1"), (cli.check_main, "profile=foo")])
-def test_entry_points_print_one_line_and_exit_2(main, line, monkeypatch, capsys):
+                                            (cli.theory_main, "task.foo=1"), (cli.check_main, "profile=foo"),
+                                            (cli.train_main, "+nosuchkey=3"), (cli.check_main, "reuse=maybe"),
+                                            (cli.theory_main, "optimizer.lr=10")])
+def test_entry_points_print_one_line_and_exit_2(main, line, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("PTFORGET_OUTPUT_DIR", str(tmp_path / "out"))
     monkeypatch.setattr(sys, "argv", ["ptforget", *line.split()])
     with pytest.raises(SystemExit) as exc:
         main()
     assert exc.value.code == 2
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("ptforget: error: invalid config: "), lines
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this host has a GPU")
+def test_a_gpu_run_on_a_cpu_host_is_refused_but_a_slurm_launch_is_not():
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(["trainer=gpu"], "train", validate.preflight)
+    assert err.value.key == "trainer.accelerator" and "no CUDA device" in str(err.value)
+    line = "-m hydra/launcher=submitit_slurm hydra.launcher.partition=gpu trainer=gpu seed=0,1"
+    assert cli.preflight_argv(line.split(), "train", validate.preflight) == 2
+
+
+def test_the_memory_limit_is_a_config_key():
+    line = "limits.memory_gb=8 objective.batch=100000000"
+    with pytest.raises(ConfigError, match="limits.memory_gb=8 GB"):
+        cli.preflight_argv(line.split(), "train", validate.preflight)
+    assert cli.preflight_argv(["limits.memory_gb=100000", "objective.batch=100000000"], "train",
+                              validate.preflight) == 1
 
 
 # ---------------------------------------------------------------------------------------------- good input passes

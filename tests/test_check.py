@@ -24,24 +24,33 @@ def test_experiment_configs_compose_and_run(experiment, tmp_path):
     assert summary["status"] == "complete" and summary["steps"] == 3
 
 
-def test_chen2025_overlap_accuracy_and_check_section(tmp_path):
+def test_chen2025_overlap_accuracy_simulations_and_check_section(tmp_path):
     from scipy.integrate import quad
     from scipy.stats import norm
 
-    from ptforget.chen import DEFAULTS, overlap_accuracy, simulate
+    from ptforget.chen import SETTINGS, TARGET, overlap_accuracy, simulate
 
-    t, init = DEFAULTS["target"], DEFAULTS["init"]
-    grid = np.linspace(-8, 8, 500)
-    acc_old, acc_new = overlap_accuracy(init, t, grid)
+    init = SETTINGS["bimodal"]["init"]
+    one = np.ones(1)
+    old = (one * init["weight_old"], one * init["mu_old"], one * init["sigma_old"])
+    new = (one * (1 - init["weight_old"]), one * init["mu_new"], one * init["sigma_new"])
+    acc_old, acc_new = overlap_accuracy(old, new, TARGET, np.linspace(-8, 8, 500))
     # independent quadrature of int min(a p, w q) / a, and methods.md's recorded initial accuracies
     ref_old = quad(lambda x: min(0.75 * norm.pdf(x, -3, 1), 0.75 * norm.pdf(x, -3.5, 1)), -8, 8, limit=200)[0] / 0.75
     ref_new = quad(lambda x: min(0.25 * norm.pdf(x, 3.5, 0.7), 0.25 * norm.pdf(x, 0.5, 0.7)), -8, 8,
                    limit=200)[0] / 0.25
-    assert acc_old == pytest.approx(ref_old, abs=1e-4) and acc_new == pytest.approx(ref_new, abs=1e-4)
-    assert acc_old == pytest.approx(0.803, abs=1e-3) and acc_new == pytest.approx(0.032, abs=1e-3)
-    sft = simulate("fkl", 0.15)
-    assert sft["reached"] and sft["at_stop"]["gain"] >= 0.9
-    assert sft["trajectory"][0]["gain"] == 0 and sft["trajectory"][0]["drop"] == 0
-    payload = run_check(check_config("claims=[chen2025]", "executor=inline"), tmp_path, train_compose)
-    assert (tmp_path / "chen2025.json").exists() and "stop iteration" in (tmp_path / "report.md").read_text()
-    assert [v["claim"] for v in payload["verdicts"]] == ["chen2025"]
+    assert acc_old[0] == pytest.approx(ref_old, abs=1e-4) and acc_new[0] == pytest.approx(ref_new, abs=1e-4)
+    assert acc_old[0] == pytest.approx(0.803, abs=1e-3) and acc_new[0] == pytest.approx(0.032, abs=1e-3)
+    whole = (one, one * -3.5, one)  # the uni-modal model q = N(-3.5, 1) against each weighted target component
+    u_old, u_new = overlap_accuracy(whole, whole, TARGET, np.linspace(-10, 10, 500))
+    assert u_old[0] == pytest.approx(0.900, abs=1e-3) and u_new[0] == pytest.approx(0.0, abs=1e-3)
+    sft = simulate("bimodal", "fkl", 0.15, {"seeds": 4})
+    assert sft["reached"].all() and (sft["gain_at_stop"] >= 0.9).all()
+    assert (sft["gain"][0] == 0).all() and (sft["drop"][0] == 0).all()
+    assert len(set(np.round(sft["drop_at_stop"], 12))) == 4  # every seed its own random stream
+    payload = run_check(check_config("claims=[chen2025]", "executor=inline", "profile.chen_seeds=4"), tmp_path,
+                        train_compose)
+    assert (tmp_path / "chen2025.json").exists() and "seeds reaching gain 0.9" in (tmp_path / "report.md").read_text()
+    rows = payload["verdicts"]
+    assert [v["claim"] for v in rows] == ["chen2025"] * 4 and all(v["n"] == 4 for v in rows)
+    assert {v["family"] for v in rows} == {"chen2025"} and rows[0]["versus"] is not None

@@ -81,7 +81,8 @@ def test_cli_bad_value_exits_2_with_one_line(tmp_path):
                           text=True, env=env, timeout=120)
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    expected = "ptforget: error: invalid config: task.beta_star=1.5; allowed: a number in the open interval (0, 1)"
+    expected = ("ptforget: error: invalid config: task.beta_star=1.5; allowed: a number in the open interval (0, 1), "
+                "at least 1e-06 from 0 and 1 (float32 training)")
     assert lines == [expected]
     assert not list(tmp_path.rglob("summary.json"))
 

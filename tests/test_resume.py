@@ -7,7 +7,7 @@ import torch
 
 from ptforget.io import read_json
 from ptforget.module import PostTrainModule
-from ptforget.train import run_training
+from ptforget.train import RunDirError, run_training
 from tests.conftest import compose_cfg
 
 CASES = {
@@ -68,7 +68,8 @@ def test_an_interrupted_run_resumes_to_the_same_trajectory(tmp_path, case):
     assert not (tmp_path / "run" / "last.ckpt").exists()
 
 
-def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
+def test_a_checkpoint_of_another_config_is_moved_aside(tmp_path):
+    """A killed run leaves last.ckpt and no summary; another config in that folder keeps the file (moved aside)."""
     cfg = compose_cfg("trainer.max_steps=100", "eval_every=20", "checkpoint_every=40")
     orig, crash = _interrupt_at(90)
     PostTrainModule._optimizer_step = crash
@@ -77,8 +78,11 @@ def test_a_checkpoint_of_another_config_is_ignored(tmp_path):
             run_training(cfg, tmp_path)
     finally:
         PostTrainModule._optimizer_step = orig
+    (tmp_path / "summary.json").unlink()  # as after SIGKILL: only the checkpoint is left
+    saved = (tmp_path / "last.ckpt").read_bytes()
     other = run_training(compose_cfg("trainer.max_steps=100", "eval_every=20", "seed=1"), tmp_path)
     assert other["resumed_from_step"] is None and other["status"] == "complete"
+    assert [p.read_bytes() for p in tmp_path.glob("last.ckpt.aside-*")] == [saved]
 
 
 def test_a_finished_run_is_skipped_and_left_byte_identical(tmp_path):
@@ -88,8 +92,9 @@ def test_a_finished_run_is_skipped_and_left_byte_identical(tmp_path):
     again = run_training(cfg, tmp_path)
     assert again == first
     assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
-    changed = run_training(compose_cfg("trainer.max_steps=40", "eval_every=20", "task.delta=5"), tmp_path)
-    assert changed["config_hash"] != first["config_hash"]  # another config in the same folder is re-run
+    with pytest.raises(RunDirError, match="holds a complete run of config"):  # another config never replaces it
+        run_training(compose_cfg("trainer.max_steps=40", "eval_every=20", "task.delta=5"), tmp_path)
+    assert files == {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in tmp_path.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("seeds", [1, 2])

@@ -30,14 +30,13 @@ from ptforget.check.render import (
     verdict_from_json,
 )
 from ptforget.check.runs import Result, load_runs
-from ptforget.errors import ConfigError, check, is_int
+from ptforget.errors import ConfigError, check
 from ptforget.io import atomic_write_text, write_json
 
 log = logging.getLogger("ptforget.check")
 
 #: theory rows need at least this many seeds to count as evidence (fewer: inconclusive, with a note)
 MIN_SEEDS = 3
-PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds")
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -59,27 +58,24 @@ def selected_claims(cfg: DictConfig) -> list[registry.Claim]:
 
 
 def validate_check_config(cfg: DictConfig) -> None:
-    """The check's own keys: the profile's counts, the claims, the families and the executor."""
-    for key in PROFILE_INTS:
-        if key in cfg.profile:
-            check(is_int(cfg.profile[key], 1), f"profile.{key}", cfg.profile[key], "an integer >= 1")
-    fams = cfg.profile.get("families")
-    check(OmegaConf.is_dict(fams), "profile.families", fams, "a mapping of family -> {seeds, steps, overrides}")
-    for name, f in fams.items():
-        for key in ("seeds", "steps"):
-            check(is_int(f.get(key), 1), f"profile.families.{name}.{key}", f.get(key), "an integer >= 1")
-        ov = f.get("overrides", [])
-        check(OmegaConf.is_list(ov) or isinstance(ov, list), f"profile.families.{name}.overrides", ov,
-              "a list of training-config overrides")
-    selected_claims(cfg)
-    fams = cfg.get("generators")
-    check(isinstance(fams, list | tuple) or OmegaConf.is_list(fams), "generators", fams, "a list of families")
-    check(len(fams) > 0, "generators", list(fams), "a non-empty list of families: gmm, mdn, flow, realnvp")
-    for f in fams:
-        check(f in FAMILIES and f in cfg.profile.families, "generators", f,
-              "families among " + ", ".join(k for k in FAMILIES if k in cfg.profile.families))
+    """The check's own keys: its flags, the profile, the claims, the generator families and the executor."""
+    from ptforget.validate import check_profile, generator_options
+
     for key in ("reuse", "strict", "batch_seeds"):
         check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "true or false")
+    profile = OmegaConf.to_container(cfg.profile, resolve=True)
+    check_profile(profile)
+    claims = cfg.get("claims")
+    check(claims == "all" or (OmegaConf.is_list(claims) and len(claims) > 0), "claims",
+          OmegaConf.to_container(claims) if OmegaConf.is_list(claims) else claims,
+          "'all' or a non-empty list of claim ids: " + ", ".join(claim_ids()))
+    selected_claims(cfg)
+    gens = OmegaConf.to_container(cfg.generators) if OmegaConf.is_list(cfg.get("generators")) else cfg.get("generators")
+    options = [g for g in generator_options() if g in FAMILIES and g in profile["families"]]
+    check(isinstance(gens, list) and len(gens) > 0, "generators", gens,
+          "a non-empty list of generator families: " + ", ".join(map(repr, options)))
+    for i, g in enumerate(gens):
+        check(g in options, f"generators.{i}", g, "one of " + ", ".join(map(repr, options)))
     make_executor(cfg)
 
 

@@ -52,10 +52,14 @@ class Flow(Generator):
               "'nsf' when task.dim == 1 (affine coupling needs dim >= 2)")
         check(isinstance(transforms, int) and transforms >= 1, "generator.transforms", transforms,
               "an integer >= 1")
+        check(isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1, "generator.bins", bins,
+              "an integer >= 1")
         hidden = [int(h) for h in hidden]
         check(all(h >= 1 for h in hidden), "generator.hidden", hidden, "a list of positive integers")
         self.dim = task.dim
         pre = {"steps": 2000, "batch": 512, "lr": 3e-3, "seed": 0, **dict(pretrain or {})}
+        # the initial weights and the standardisation come from the pretraining seed alone (not the caller's random
+        # state): cached pretrained weights are then exactly what this config would have trained
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(pre["seed"]))
             if kind == "nsf":
@@ -64,8 +68,8 @@ class Flow(Generator):
             else:
                 self.flow = zuko.flows.RealNVP(features=task.dim, context=0, transforms=transforms,
                                                hidden_features=hidden)
-        with torch.no_grad():
-            x = task.q0.sample((20000,))
+            with torch.no_grad():
+                x = task.q0.sample((20000,))
         self.register_buffer("shift", x.mean(0))
         self.register_buffer("scale", x.std(0))
         arch = {"kind": kind, "transforms": transforms, "hidden": hidden, "bins": bins, "dim": task.dim}

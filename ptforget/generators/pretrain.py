@@ -1,25 +1,36 @@
-"""Maximum-likelihood pretraining of neural generators to the task's q0, cached by config hash.
+"""Maximum-likelihood pretraining of neural generators to the task's q0, cached so sweeps share the weights.
 
-Sweeps re-use the same pretrained weights: the cache key hashes the generator's architecture, the q0 it is
-fitted to, the pretraining settings and the seed.
+The cache can never change a result: a file is keyed by everything that determines the pretrained weights (the
+architecture, the q0 it is fitted to, the pretraining settings and seed, the device, and a code version hashing
+this module, the generator's module and the torch / zuko versions), and verified before it is used (its key, the
+state's keys, shapes, dtypes and finiteness, a stored checksum of the weights, a finite NLL). A file that fails is
+replaced by pretraining a model that never saw it; a non-finite result is never written. A file lock makes a
+second process that needs the same weights wait for the first and then read them (runs in a process pool).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import logging
+import math
 import os
-import tempfile
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ptforget.io import atomic_replace, file_lock
 from ptforget.tasks import TwoModeTask
 
 log = logging.getLogger(__name__)
+
+#: bump when the meaning of a cache file changes (its layout, or how pretraining works beyond this module's text)
+CACHE_FORMAT = 2
 
 
 def q0_signature(task: TwoModeTask) -> dict[str, Any]:
@@ -33,10 +44,91 @@ def q0_signature(task: TwoModeTask) -> dict[str, Any]:
     }
 
 
-def cache_key(kind: str, arch: dict[str, Any], task: TwoModeTask, settings: dict[str, Any]) -> str:
-    blob = json.dumps({"kind": kind, "arch": arch, "q0": q0_signature(task), "pretrain": settings},
-                      sort_keys=True)
+@functools.cache
+def _file_digest(path: str) -> str:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError:
+        return "unreadable"
+
+
+def code_version(model: nn.Module) -> dict[str, Any]:
+    """The code the pretrained weights depend on: this module, the generator's module, torch and zuko."""
+    files = {Path(__file__).name: _file_digest(__file__)}
+    src = inspect.getsourcefile(type(model))
+    if src:
+        files[Path(src).name] = _file_digest(src)
+    zuko = sys.modules.get("zuko")
+    version = getattr(zuko, "__version__", None)
+    return {"format": CACHE_FORMAT, "files": files, "torch": str(torch.__version__),  # plain str: weights_only
+            "zuko": str(version) if version is not None else None}
+
+
+def cache_key(kind: str, arch: dict[str, Any], task: TwoModeTask, settings: dict[str, Any],
+              version: dict[str, Any] | None = None) -> str:
+    """Hash of everything that determines the pretrained weights (``version``: ``code_version(model)``)."""
+    blob = json.dumps({"kind": kind, "arch": arch, "q0": q0_signature(task), "pretrain": settings,
+                       "code": version or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def state_checksum(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of a state dict: names, dtypes, shapes and bytes of every tensor, in sorted order."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_problem(blob: Any, model: nn.Module, key: str) -> str | None:
+    """Why ``blob`` (a loaded cache file) must not be used for ``model`` under ``key``, or None when it is sound."""
+    if not isinstance(blob, dict):
+        return f"not a mapping ({type(blob).__name__})"
+    if blob.get("key") != key:
+        return "written for another key (another code version or config)"
+    state, expected = blob.get("state"), model.state_dict()
+    if not isinstance(state, dict):
+        return "no state dict"
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        return f"state keys differ (missing {missing[:3]}, unexpected {extra[:3]})"
+    for name, ref in expected.items():
+        t = state[name]
+        if not isinstance(t, torch.Tensor) or t.shape != ref.shape or t.dtype != ref.dtype:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            return f"{name} has shape/dtype {got} instead of {tuple(ref.shape)} {ref.dtype}"
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"{name} holds non-finite values"
+    nll = blob.get("nll")
+    if not isinstance(nll, float) or not math.isfinite(nll):
+        return f"non-finite or missing NLL ({nll!r})"
+    if blob.get("checksum") != state_checksum(state):
+        return "checksum mismatch (the weights were changed after they were written)"
+    return None
+
+
+def _load(path: Path, model: nn.Module, key: str, say: bool = True) -> dict[str, float] | None:
+    """Load a sound cache file into ``model`` (left untouched otherwise); None when absent or unsound (logged
+    once, when ``say``)."""
+    if not path.exists():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        problem = f"unreadable ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    else:
+        problem = cache_problem(blob, model, key)
+    if problem is not None:
+        if say:
+            log.warning("rebuilding pretrain cache %s from a fresh model: %s", path, problem)
+        return None
+    model.load_state_dict(blob["state"])
+    stats = {"pretrain_nll": float(blob["nll"]), "pretrain_cached": 1.0}
+    if isinstance(blob.get("q0_entropy"), float):
+        stats["pretrain_q0_entropy"] = blob["q0_entropy"]
+    return stats
 
 
 def pretrain_mle(
@@ -52,17 +144,38 @@ def pretrain_mle(
     cache_dir: str | os.PathLike | None,
 ) -> dict[str, float]:
     """Fit ``model.log_prob`` to samples of q0 by Adam, or load the cached weights. Returns fit statistics."""
-    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed}
-    key = cache_key(kind, arch, task, settings)
-    path = Path(cache_dir) / f"{kind}-{key}.pt" if cache_dir else None
-    if path is not None and path.exists():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict(blob["state"])
-            return {"pretrain_nll": float(blob["nll"]), "pretrain_cached": 1.0}
-        except Exception as err:  # a corrupt cache file is rebuilt, never fatal
-            log.warning("ignoring unreadable pretrain cache %s: %s", path, err)
     device = next(model.parameters()).device
+    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "device": device.type,
+                "dtype": str(next(model.parameters()).dtype)}
+    key = cache_key(kind, arch, task, settings, code_version(model))
+    if cache_dir is None:
+        return _fit(model, task, steps, batch, lr, seed, device)
+    path = Path(cache_dir) / f"{kind}-{key}.pt"
+    existed = path.exists()
+    loaded = _load(path, model, key)
+    if loaded is not None:
+        return loaded
+    with file_lock(path.with_name(path.name + ".lock")):  # a second process waits, then reads what the first wrote
+        loaded = _load(path, model, key, say=not existed)
+        if loaded is not None:
+            return loaded
+        stats = _fit(model, task, steps, batch, lr, seed, device)
+        state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        finite = math.isfinite(stats["pretrain_nll"]) and all(
+            bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
+        if not finite:
+            log.warning("pretraining %s ended with non-finite weights or NLL (%s): not cached", path.name,
+                        stats["pretrain_nll"])
+            return stats
+        with atomic_replace(path) as tmp:
+            torch.save({"state": state, "nll": float(stats["pretrain_nll"]), "checksum": state_checksum(state),
+                        "q0_entropy": float(stats["pretrain_q0_entropy"]), "key": key,
+                        "version": code_version(model)}, tmp)
+    return stats
+
+
+def _fit(model: nn.Module, task: TwoModeTask, steps: int, batch: int, lr: float, seed: int,
+         device: torch.device) -> dict[str, float]:
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q0 = task.q0
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -80,10 +193,4 @@ def pretrain_mle(
             x = q0.sample((8192,)).to(device)
             nll = float(-model.log_prob(x).mean())
             entropy = float(-q0.log_prob(x).mean())
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        torch.save({"state": model.state_dict(), "nll": nll}, tmp)
-        os.replace(tmp, path)
     return {"pretrain_nll": nll, "pretrain_q0_entropy": entropy, "pretrain_cached": 0.0}

@@ -29,7 +29,14 @@ from .population import (
 )
 
 SDFT_ANCHORS = ("p_star", "p_new")
+#: the largest separation the predictions are computed for: chi^2 = e^(delta^2) - 1 (P2) overflows a float64
+#: beyond 26.6, where the modes no longer overlap at all (BC = e^(-delta^2 / 8) < 1e-36)
+MAX_DELTA = 26.0
 Quantity = tuple[str, float, str, str]
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
@@ -70,6 +77,9 @@ class TheoryConfig:
     def __post_init__(self) -> None:
         check_dim(self.dim)
         check_delta(self.delta)
+        if self.delta > MAX_DELTA:
+            raise ValueError(f"delta must be at most {MAX_DELTA:g} (chi^2 = e^(delta^2) - 1 overflows beyond; "
+                             f"BC < 1e-36 there), got {self.delta!r}")
         check_positive(self.sigma, "sigma")
         check_open_unit(self.beta_star, "beta_star")
         if self.beta0 is None:
@@ -88,10 +98,15 @@ class TheoryConfig:
         lr_multipliers(self.lr_mult, self.train_means)
         if not 0.0 < float(self.clip) < 0.5:
             raise ValueError(f"clip must lie in (0, 0.5), got {self.clip!r}")
-        self.delta_grid = tuple(check_delta(d) for d in self.delta_grid)
+        for d in self.delta_grid:
+            if not _is_real(d) or not 0 <= float(d) <= MAX_DELTA:
+                raise ValueError(f"delta_grid entries must be numbers in [0, {MAX_DELTA:g}], got {d!r}")
+        self.delta_grid = tuple(float(d) for d in self.delta_grid)
         self.beta_star_grid = tuple(check_open_unit(b, "beta_star_grid entry") for b in self.beta_star_grid)
-        if len(self.delta_grid) < 2 or len(self.beta_star_grid) < 2:
-            raise ValueError("delta_grid and beta_star_grid must hold at least two values each")
+        if len(self.delta_grid) < 2:
+            raise ValueError(f"delta_grid must hold at least two values, got {list(self.delta_grid)}")
+        if len(self.beta_star_grid) < 2:
+            raise ValueError(f"beta_star_grid must hold at least two values, got {list(self.beta_star_grid)}")
         check_positive(self.kappa, "kappa")
         if not 0.0 <= float(self.sdft_lam) <= 1.0:
             raise ValueError(f"sdft_lam must lie in [0, 1], got {self.sdft_lam!r}")
@@ -120,7 +135,9 @@ class TheoryConfig:
         kw = {k: v for k, v in d.items() if k in names}
         for k in ("delta_grid", "beta_star_grid"):
             if k in kw:
-                kw[k] = tuple(float(x) for x in kw[k])
+                if not isinstance(kw[k], list | tuple):
+                    raise ValueError(f"{k} must be a list of numbers, got {kw[k]!r}")
+                kw[k] = tuple(kw[k])
         if kw.get("lr_mult") is not None:
             kw["lr_mult"] = dict(kw["lr_mult"])
         return cls(**kw)

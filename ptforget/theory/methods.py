@@ -102,10 +102,16 @@ def ttt_fixed_point(gamma: float, lam: float, reward_old: float, reward_new: flo
         return ell - lref - (a - b) / (lam * (p * a + (1.0 - p) * b))
 
     lo, hi = lref - 1.0, lref + 1.0
-    while resid(lo) > 0:
+    for _ in range(1100):  # doubling the bracket: 2^1100 exceeds every float, so this always ends
+        if not resid(lo) > 0:
+            break
         lo = lref - 2.0 * (lref - lo)
-    while resid(hi) < 0:
+    for _ in range(1100):
+        if not resid(hi) < 0:
+            break
         hi = lref + 2.0 * (hi - lref)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ValueError(f"no finite stationary weight for lam={lam!r}, gamma={gamma!r} (the KL anchor is too weak)")
     for _ in range(200):
         mid = 0.5 * (lo + hi)
         if resid(mid) > 0:

@@ -30,6 +30,10 @@ WEIGHTS = ("logit", "direct")
 REPLAY_SOURCES = ("p_old", "q0")
 GROUPS = ("weight", "old", "new")
 TAIL = 13.0  # Mahalanobis half-width added around all means (Gaussian tail e^{-84})
+#: how far (Mahalanobis units) beyond the span of the start and the targets a flow's means may wander before the
+#: flow counts as diverged: it bounds the quadrature grid, so a step that is too large fails fast instead of
+#: growing the grid until memory runs out
+EXCURSION = 64.0
 PANEL = 0.5
 ORDER = 12
 
@@ -401,6 +405,7 @@ def population_flow(
     else:
         wp = min(max(b0, clip), 1.0 - clip)
     engine = AxisEngine.covering(objective, spec, [mo, mn])
+    span = [min(0.0, mn, delta) - EXCURSION, max(0.0, mn, delta) + EXCURSION]
     rec: dict[str, list[float]] = {k: [] for k in
                                    ("step", "weight", "old_mean", "new_mean", "separation", "loss")}
     for t in range(int(steps) + 1):
@@ -423,6 +428,9 @@ def population_flow(
         mn -= hn * gmn
         if not (math.isfinite(wp) and math.isfinite(mo) and math.isfinite(mn)):
             raise FloatingPointError(f"population_flow diverged at step {t}; reduce lr (lr={lr})")
+        if not (span[0] <= mo <= span[1] and span[0] <= mn <= span[1]):
+            raise FloatingPointError(f"population_flow diverged at step {t}: a mean left [{span[0]:g}, {span[1]:g}]; "
+                                     f"reduce lr (lr={lr})")
     out = {k: np.asarray(v, dtype=np.float64) for k, v in rec.items()}
     out["step"] = out["step"].astype(np.int64)
     out["old_mean_error"] = sigma * np.abs(out["old_mean"])

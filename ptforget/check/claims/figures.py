@@ -6,26 +6,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ptforget.check.claims.common import D1, gmm_at
-from ptforget.check.claims.methods import OAPL, OAPL_LAG, OAPL_SYNCS, SDFT, TTT, method
+from ptforget.check.claims.common import gmm_at
 from ptforget.check.registry import Claim, Section, register
 from ptforget.check.runs import RunSpec
 
 
-def method_runs(family: str) -> dict[str, RunSpec]:
-    """The main run of each method in the claims (the same specs: no extra training)."""
+def method_runs(ctx, family: str) -> dict[str, RunSpec]:
+    """The main run of each method in the claims, from the claims' own declarations (no extra training)."""
+    from ptforget.check.claims import forward_kl, methods, replay, reverse_kl
+
+    lam = float(ctx.profile.replay_lambdas[0])
+    rlam = float(ctx.profile.get("rkl_replay_lambdas", [0.1])[0])
     return {
-        "fkl (P1)": RunSpec("fkl_d6", family, ("objective=fkl", *D1, "task.delta=6")),
-        "rkl from beta0=0.2 (P6)": RunSpec("rkl_d6_b0.2", family, ("objective=rkl", *D1, "task.delta=6",
-                                                                    "task.beta0=0.2")),
-        "fkl_replay lambda=0.1 (P5)": RunSpec("fklr_l0.1", family, ("objective=fkl_replay", "objective.lam=0.1",
-                                                                     *D1, "task.delta=4")),
-        "rkl_replay from beta0=0.2 (P12)": RunSpec("rklr_l0.1_b0.2", family, (
-            "objective=rkl_replay", "objective.lam=0.1", *D1, "task.delta=6", "task.beta0=0.2")),
-        "sdft anchor p* from 0.2 (P14)": method(family, "sdft_star_b0.2", 6.0, *SDFT, "objective.teacher=anchor",
-                                                "objective.anchor=star", "task.beta0=0.2"),
-        "oapl lag 150 (P16)": method(family, "oapl_lag_new", 6.0, *OAPL, f"trainer.max_steps={OAPL_LAG * OAPL_SYNCS}",
-                                     f"objective.lag={OAPL_LAG}", "objective.reward=new_region"),
+        "fkl (P1)": forward_kl.MassCollapse().specs(ctx)[family],
+        "rkl from beta0=0.2 (P6)": reverse_kl.Retention().specs(ctx)[family],
+        f"fkl_replay lambda={lam:g} (P5)": forward_kl.ReplayOptimum().specs(ctx)[(family, lam)],
+        "rkl_replay from beta0=0.2 (P12)": replay.ReverseReplay().specs(ctx)[(family, rlam)],
+        "sdft anchor p* from 0.2 (P14)": methods.SDFTConditions().mass_specs(ctx)[(family, "meets")],
+        "ttt_discover lambda=0.5 (P15)": methods.TTTConditions().mass_specs(ctx)[(family, "meets")],
+        "oapl lag 150 (P16)": methods.OAPLConditions().mass_specs(ctx)[(family, "forgets")],
     }
 
 
@@ -35,18 +34,13 @@ class MethodComparison(Claim):
 
     id, title, order = "methods", "Method comparison", 18
 
-    @staticmethod
-    def ttt(ctx, g: str) -> RunSpec:
-        return method(g, "ttt_lam0.5", 6.0, *TTT, "objective.lam=0.5", f"trainer.max_steps={int(1.5 * ctx.steps(g))}")
-
     def runs(self, ctx):
-        return [s for g in ctx.families for s in method_runs(g).values()] + [self.ttt(ctx, g) for g in ctx.families]
+        return [s for g in ctx.families for s in method_runs(ctx, g).values()]
 
     def rows(self, ctx, got):
         figs = []
         for g in ctx.families:
-            curves = {name: got[spec].curves("old_mass") for name, spec in method_runs(g).items()}
-            curves["ttt_discover lambda=0.5 (P15)"] = got[self.ttt(ctx, g)].curves("old_mass")
+            curves = {name: got[spec].curves("old_mass") for name, spec in method_runs(ctx, g).items()}
             figs.append(ctx.plots.plot_trajectories(curves, ctx.figure_path(f"methods_{g}.png"), key="old_mass",
                                                     title=f"Every method, {g}: old-region mass (1-D task)"))
         yield Section(figs)
@@ -59,7 +53,7 @@ class DensityEvolution(Claim):
     id, title, order = "density", "Density evolution", 19
 
     def specs(self, ctx):
-        runs = method_runs("gmm")
+        runs = method_runs(ctx, "gmm")
         return {"fkl": runs["fkl (P1)"], "rkl": runs["rkl from beta0=0.2 (P6)"]}
 
     def runs(self, ctx):

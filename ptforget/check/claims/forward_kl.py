@@ -26,6 +26,7 @@ from ptforget.theory import (
     misassignment_general,
     population_gradient,
 )
+from ptforget.theory.budget import direct_steps
 from ptforget.theory.methods import logit
 from ptforget.theory.population import AxisEngine
 
@@ -56,13 +57,13 @@ def p2_fkl_collapse_rate(cfg: TheoryConfig) -> Prediction:
     t10 = max(1, t // 10)
     p.add("logit_predicted_weight_at_T/10", b0 / (1 + b0 * h * t10), "", f"T/10 = {t10} steps")
     p.add("logit_flow_weight_at_T/10", rl["weight"][t10], "", "exact population GD")
-    pred_steps = (b0 - b0**2 / 2) / h
-    n_direct = max(cfg.steps, int(3 * pred_steps) + 10)
-    rd = cfg.flow("fkl", replay=0.0, weight="direct", steps=n_direct)
-    hit = np.nonzero(rd["weight"] <= cfg.clip * (1 + 1e-9))[0]
-    p.add("direct_predicted_steps_to_zero", pred_steps, "steps", "well-separated law")
-    p.add("direct_flow_steps_to_clip", float(rd["step"][hit[0]]) if hit.size else float("inf"), "steps",
-          f"first step with beta at the clip {cfg.clip}")
+    if h > 0:  # a frozen weight (lr_mult.weight = 0) never reaches the clip: no hitting time to predict
+        pred_steps = (b0 - b0**2 / 2) / h
+        rd = cfg.flow("fkl", replay=0.0, weight="direct", steps=direct_steps(cfg))
+        hit = np.nonzero(rd["weight"] <= cfg.clip * (1 + 1e-9))[0]
+        p.add("direct_predicted_steps_to_zero", pred_steps, "steps", "well-separated law")
+        p.add("direct_flow_steps_to_clip", float(rd["step"][hit[0]]) if hit.size else float("inf"), "steps",
+              f"first step with beta at the clip {cfg.clip}")
     p.add("chi2_overlap", chi2_overlap(cfg.delta), "", "terminal rate: direct d beta/dt = -chi2 beta")
     p.add("terminal_regime_threshold", math.exp(-cfg.delta**2 / 4), "", "beta below e^{-Delta^2/4}")
     return p
