@@ -9,16 +9,18 @@ from torch import Tensor
 
 
 def gaussian_log_prob(x: Tensor, loc: Tensor, scale_tril_inv: Tensor, log_det: Tensor) -> Tensor:
-    """Log density of N(loc, L L^T) for every (sample, component) pair.
+    """Log density of N(loc, L L^T) for every (sample, component) pair, with optional leading member dimensions.
 
-    x: (n, d); loc: (K, d); scale_tril_inv: (K, d, d) = L^{-1}; log_det: (K,) = sum log diag L.
-    Returns (n, K).
+    x: (*B, n, d); loc: (*B, K, d); scale_tril_inv: (*B', K, d, d) = L^{-1}; log_det: (*B', K) = sum log diag L,
+    where B' is B or empty (a covariance shared by the members). Unbatched (B empty), x may be (..., d).
+    Returns (*B, n, K).
     """
-    K, d = loc.shape
+    K, d = loc.shape[-2:]
     # L^-1 (x - mu_k) = L^-1 x - L^-1 mu_k: one (n, d) x (d, K d) matmul instead of a batched einsum (~2.5x faster)
-    zx = (x @ scale_tril_inv.reshape(K * d, d).T).reshape(*x.shape[:-1], K, d)
-    z = zx - (scale_tril_inv @ loc.unsqueeze(-1)).squeeze(-1)
-    return -0.5 * (z**2).sum(-1) - log_det - 0.5 * d * math.log(2 * math.pi)
+    w = scale_tril_inv.reshape(*scale_tril_inv.shape[:-3], K * d, d)
+    zx = (x @ w.mT).reshape(*x.shape[:-1], K, d)
+    z = zx - (scale_tril_inv @ loc.unsqueeze(-1)).squeeze(-1).unsqueeze(-3)
+    return -0.5 * (z**2).sum(-1) - log_det.unsqueeze(-2) - 0.5 * d * math.log(2 * math.pi)
 
 
 def halfspace_stats(weights: Tensor, loc: Tensor, cov: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
@@ -26,16 +28,14 @@ def halfspace_stats(weights: Tensor, loc: Tensor, cov: Tensor, a: Tensor, b: Ten
 
     For N(m, S): y = a.x ~ N(a.m, a'Sa), P(y > b) = Phi(alpha) with alpha = (a.m - b)/s, and
     E[x | y > b] = m + S a / s * phi(alpha) / Phi(alpha). Mixtures combine these with their weights.
-    weights: (K,); loc: (K, d); cov: (K, d, d).
+    weights: (*B, K); loc: (*B, K, d); cov: (*B or nothing, K, d, d). Returns mass (*B,) and mean (*B, d).
     """
     Sa = cov @ a  # (K, d)
     s = torch.sqrt((Sa * a).sum(-1)).clamp_min(1e-30)
     alpha = (loc @ a - b) / s
-    normal = torch.distributions.Normal(torch.zeros((), dtype=loc.dtype, device=loc.device), 1.0)
-    Phi = normal.cdf(alpha)
-    phi = torch.exp(normal.log_prob(alpha))
-    mass_k = weights * Phi
-    mass = mass_k.sum()
+    Phi = torch.special.ndtr(alpha)
+    phi = torch.exp(-0.5 * alpha**2 - 0.5 * math.log(2 * math.pi))
+    mass = (weights * Phi).sum(-1)
     # weights * Phi * (m + Sa/s * phi/Phi) = weights * (Phi m + Sa/s phi): stable when Phi -> 0
-    num = (weights.unsqueeze(-1) * (Phi.unsqueeze(-1) * loc + Sa / s.unsqueeze(-1) * phi.unsqueeze(-1))).sum(0)
-    return mass, num / mass.clamp_min(1e-30)
+    num = (weights.unsqueeze(-1) * (Phi.unsqueeze(-1) * loc + Sa / s.unsqueeze(-1) * phi.unsqueeze(-1))).sum(-2)
+    return mass, num / mass.clamp_min(1e-30).unsqueeze(-1)

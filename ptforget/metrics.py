@@ -16,7 +16,8 @@ from ptforget.tasks import TwoModeTask
 
 @torch.no_grad()
 def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor]:
-    """Everything evaluated at one step, as tensors on the device (no host sync).
+    """Everything evaluated at one step, as tensors on the device (no host sync); with batched members every value
+    has the generator's leading member dimension.
 
     Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``drift`` =
     ||E_q[x | old region] - E_{p*}[x | old region]|| (zero iff the learned conditional old mean matches the
@@ -27,21 +28,22 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     """
     ro = generator.readout(task, n)
     _, ref_old, ref_new = target_region_stats(task)
-    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": torch.linalg.norm(ro["region_mean"] - ref_old)}
-    out["new_error"] = torch.linalg.norm(ro["new_region_mean"] - ref_new)
+    norm = torch.linalg.vector_norm
+    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": norm(ro["region_mean"] - ref_old, dim=-1)}
+    out["new_error"] = norm(ro["new_region_mean"] - ref_new, dim=-1)
     if "weight" in ro:
         out["weight"] = ro["weight"]
-        out["comp_drift"] = torch.linalg.norm(ro["comp_old_mean"] - task.mu_old)
-        out["comp_new_error"] = torch.linalg.norm(ro["comp_new_mean"] - task.mu_new)
-        out["comp_bc"] = ro["comp_bc"]
+        out["comp_drift"] = norm(ro["comp_old_mean"] - task.mu_old, dim=-1)
+        out["comp_new_error"] = norm(ro["comp_new_mean"] - task.mu_new, dim=-1)
+        out["comp_bc"] = ro["comp_bc"].expand_as(ro["weight"])
         if task.dim <= 3:  # enough to redraw a mixture's density over training (density-evolution figures)
             for i in range(task.dim):
-                out[f"mu_old_{i}"] = ro["comp_old_mean"][i]
-                out[f"mu_new_{i}"] = ro["comp_new_mean"][i]
+                out[f"mu_old_{i}"] = ro["comp_old_mean"][..., i]
+                out[f"mu_new_{i}"] = ro["comp_new_mean"][..., i]
     x = generator.sample(n)
-    out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean()
-    y = task.sample("star", n)
-    out["kl_pstar_q"] = (task.log_prob("star", y) - generator.log_prob(y)).mean()
+    out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean(-1)
+    y = task.sample("star", n, generator.batch_shape)
+    out["kl_pstar_q"] = (task.log_prob("star", y) - generator.log_prob(y)).mean(-1)
     return out
 
 

@@ -161,19 +161,20 @@ class TwoModeTask:
         """Initial model: old component correct (mean mu_o*, weight beta0), new component at mu_new_init."""
         return self._mixture("q0")
 
-    def sample(self, which: str, n: int) -> Tensor:
-        """n samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place ``randn``/``rand``.
+    def sample(self, which: str, n: int, shape: tuple[int, ...] = ()) -> Tensor:
+        """(*shape, n, d) samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place randn/rand.
 
-        Same distributions as ``p_old`` / ``p_new`` / ``p_star`` / ``q0``; unlike their ``.sample`` (in-place
-        ``normal_``), this also draws independent samples per member under ``torch.func.vmap`` (batched seeds).
+        Same distributions as ``p_old`` / ``p_new`` / ``p_star`` / ``q0``; ``shape`` is the leading member dimension
+        of batched seeds (independent draws per member); out of place, so it also draws independent samples per
+        member under ``torch.func.vmap``.
         """
-        eps = torch.randn(n, self.dim, device=self.device) @ self.scale_tril.T
+        eps = torch.randn(*shape, n, self.dim, device=self.device) @ self.scale_tril.T
         if which == "old":
             return self.mu_old + eps
         if which == "new":
             return self.mu_new + eps
         weight_old, mu_n = self._mixture_params(which)
-        is_old = (torch.rand(n, 1, device=self.device) < weight_old).to(eps.dtype)
+        is_old = (torch.rand(*shape, n, 1, device=self.device) < weight_old).to(eps.dtype)
         return is_old * self.mu_old + (1 - is_old) * mu_n + eps
 
     def log_prob(self, which: str, x: Tensor) -> Tensor:
