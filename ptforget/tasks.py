@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob
+from ptforget.gaussian import gaussian_log_prob, logsumexp_last
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "log_p_star", "log_p_new")
 
@@ -196,7 +196,7 @@ class TwoModeTask:
             self._cache[wkey] = (torch.stack([self.mu_old, mu_n]), torch.tensor(
                 [math.log(weight_old), math.log1p(-weight_old)], device=self.device))
         loc, log_w = self._cache[wkey]
-        return torch.logsumexp(gaussian_log_prob(x, loc, Linv, log_det) + log_w, -1)
+        return logsumexp_last(gaussian_log_prob(x, loc, Linv, log_det) + log_w)
 
     def q0_params(self) -> dict[str, Tensor | float]:
         """Parameters of q0 for initialising mixture generators."""

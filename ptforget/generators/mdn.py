@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ptforget.errors import check
+from ptforget.gaussian import logsumexp_last, sum_last
 from ptforget.generators.base import Generator, region_stats
 from ptforget.generators.mixture import mixture_component_view
 from ptforget.generators.pretrain import pretrain_mle
@@ -111,11 +112,11 @@ class MixtureDensityNetwork(Generator):
     def _component_log_prob(self, x: Tensor, mu: Tensor, s: Tensor) -> Tensor:
         """(*B, n, K) for x (*B, n, d)."""
         z = (x.unsqueeze(-2) - mu.unsqueeze(-3)) / s.unsqueeze(-3)
-        return -0.5 * (z**2).sum(-1) - torch.log(s).sum(-1).unsqueeze(-2) - 0.5 * self.dim * math.log(2 * math.pi)
+        return -0.5 * sum_last(z * z) - torch.log(s).sum(-1).unsqueeze(-2) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def log_prob(self, x: Tensor) -> Tensor:
         log_w, mu, s = self.params()
-        return torch.logsumexp(self._component_log_prob(x, mu, s) + log_w.unsqueeze(-2), -1)
+        return logsumexp_last(self._component_log_prob(x, mu, s) + log_w.unsqueeze(-2))
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob
+from ptforget.gaussian import gaussian_log_prob, logsumexp_last
 from ptforget.generators.base import Generator, region_stats
 from ptforget.tasks import TwoModeTask
 from ptforget.theory.population import lr_multipliers
@@ -180,7 +180,7 @@ class GaussianMixture(Generator):
         return gaussian_log_prob(x, self.means(), Linv, log_det)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return torch.logsumexp(self.component_log_prob(x) + self.log_weights().unsqueeze(-2), -1)
+        return logsumexp_last(self.component_log_prob(x) + self.log_weights().unsqueeze(-2))
 
     def responsibilities(self, x: Tensor) -> Tensor:
         """(*B, n, K) posterior component probabilities w_k(x)."""
