@@ -8,13 +8,20 @@ import torch
 from torch import Tensor
 
 #: up to this size a last-axis reduction is written as elementwise ops: PyTorch's CPU reduction over a short inner
-#: axis (the d coordinates, the K components of these models) runs 3-15x slower than the equivalent adds
+#: axis (the d coordinates, the K components of these models) runs 3-15x slower than the equivalent adds ...
 SHORT_AXIS = 8
+#: ... on tensors of at least this many elements (batched members, evaluations); smaller ones (one run's step) are
+#: dispatch-bound, where one native op beats several elementwise ones
+LARGE = 1 << 16
+
+
+def _short(t: Tensor) -> bool:
+    return t.shape[-1] <= SHORT_AXIS and t.numel() >= LARGE
 
 
 def sum_last(t: Tensor) -> Tensor:
     """``t.sum(-1)``, as elementwise adds when the last axis is short."""
-    if t.shape[-1] > SHORT_AXIS:
+    if not _short(t):
         return t.sum(-1)
     parts = t.unbind(-1)
     out = parts[0]
@@ -25,7 +32,7 @@ def sum_last(t: Tensor) -> Tensor:
 
 def logsumexp_last(t: Tensor) -> Tensor:
     """``torch.logsumexp(t, -1)``, as elementwise ops when the last axis is short (same value and gradient)."""
-    if t.shape[-1] > SHORT_AXIS:
+    if not _short(t):
         return torch.logsumexp(t, -1)
     parts = t.unbind(-1)
     m = parts[0]
@@ -38,6 +45,27 @@ def logsumexp_last(t: Tensor) -> Tensor:
     return m + torch.log(acc)
 
 
+def small_matmul_t(x: Tensor, w: Tensor) -> Tensor:
+    """``x @ w.mT`` for x (*B, n, d), w (*B', m, d); as d broadcast multiply-adds when d is short (a BLAS call on
+    an inner dimension of 2 is ~2x slower than the elementwise form and is not fused by anything)."""
+    d = x.shape[-1]
+    if not _short(x):
+        return x @ w.mT
+    out = x[..., 0:1] * w[..., 0].unsqueeze(-2)
+    for i in range(1, d):
+        out = out + x[..., i:i + 1] * w[..., i].unsqueeze(-2)
+    return out
+
+
+def categorical(probs: Tensor, n: int) -> Tensor:
+    """n independent draws from each categorical distribution in probs (*B, K) -> (*B, n) long: the number of
+    cumulative weights below a uniform draw (inverse CDF; ``torch.multinomial`` costs ~10x more for K this small)."""
+    cum = torch.cumsum(probs, -1)
+    u = torch.rand(*probs.shape[:-1], n, 1, device=probs.device, dtype=probs.dtype) * cum[..., -1:].unsqueeze(-2)
+    below = (u >= cum[..., :-1].unsqueeze(-2)).to(torch.long)
+    return sum_last(below) if below.shape[-1] > 0 else below.squeeze(-1)
+
+
 def gaussian_log_prob(x: Tensor, loc: Tensor, scale_tril_inv: Tensor, log_det: Tensor) -> Tensor:
     """Log density of N(loc, L L^T) for every (sample, component) pair, with optional leading member dimensions.
 
@@ -48,7 +76,7 @@ def gaussian_log_prob(x: Tensor, loc: Tensor, scale_tril_inv: Tensor, log_det: T
     K, d = loc.shape[-2:]
     # L^-1 (x - mu_k) = L^-1 x - L^-1 mu_k: one (n, d) x (d, K d) matmul instead of a batched einsum (~2.5x faster)
     w = scale_tril_inv.reshape(*scale_tril_inv.shape[:-3], K * d, d)
-    zx = (x @ w.mT).reshape(*x.shape[:-1], K, d)
+    zx = small_matmul_t(x, w).reshape(*x.shape[:-1], K, d)
     z = zx - (scale_tril_inv @ loc.unsqueeze(-1)).squeeze(-1).unsqueeze(-3)
     return -0.5 * sum_last(z * z) - log_det.unsqueeze(-2) - 0.5 * d * math.log(2 * math.pi)
 

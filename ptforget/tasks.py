@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob, logsumexp_last
+from ptforget.gaussian import gaussian_log_prob, logsumexp_last, small_matmul_t
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "log_p_star", "log_p_new")
 
@@ -168,7 +168,7 @@ class TwoModeTask:
         of batched seeds (independent draws per member); out of place, so it also draws independent samples per
         member under ``torch.func.vmap``.
         """
-        eps = torch.randn(*shape, n, self.dim, device=self.device) @ self.scale_tril.T
+        eps = small_matmul_t(torch.randn(*shape, n, self.dim, device=self.device), self.scale_tril)
         if which == "old":
             return self.mu_old + eps
         if which == "new":

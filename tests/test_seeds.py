@@ -275,3 +275,25 @@ def test_batched_gradient_clipping_is_per_member():
     for k in range(3):
         for p, e in zip(module.generator.parameters(), expected[k], strict=True):
             assert torch.allclose(p.grad[k], e, atol=1e-6)
+
+
+def test_short_axis_kernels_equal_torch_ops():
+    """The elementwise forms used on large batched tensors equal torch's reductions, matmul and sampler."""
+    from ptforget.gaussian import categorical, logsumexp_last, small_matmul_t, sum_last
+
+    torch.manual_seed(0)
+    t = torch.randn(64, 2048, 2, requires_grad=True)
+    w = torch.randn(4, 2)
+    assert torch.allclose(sum_last(t), t.sum(-1), atol=1e-6)
+    assert torch.allclose(small_matmul_t(t, w), t @ w.T, atol=1e-5)
+    lse = logsumexp_last(t)
+    ref = torch.logsumexp(t, -1)
+    assert torch.allclose(lse, ref, atol=1e-5)
+    (g,) = torch.autograd.grad(lse.sum(), t)
+    (g_ref,) = torch.autograd.grad(ref.sum(), t)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+    assert torch.equal(logsumexp_last(torch.full((70000, 2), -math.inf)), torch.full((70000,), -math.inf))
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    k = categorical(probs, 200_000)
+    freq = torch.stack([(k == j).float().mean(-1) for j in range(3)], -1)
+    assert k.shape == (2, 200_000) and torch.allclose(freq, probs, atol=0.005)

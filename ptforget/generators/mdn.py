@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ptforget.errors import check
-from ptforget.gaussian import logsumexp_last, sum_last
+from ptforget.gaussian import categorical, logsumexp_last, sum_last
 from ptforget.generators.base import Generator, region_stats
 from ptforget.generators.mixture import mixture_component_view
 from ptforget.generators.pretrain import pretrain_mle
@@ -121,8 +121,8 @@ class MixtureDensityNetwork(Generator):
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         log_w, mu, s = self.params()
-        B, K, d = self.batch_shape, self.K, self.dim
-        k = torch.multinomial(log_w.exp().reshape(-1, K), n, replacement=True).reshape(*B, n, 1).expand(*B, n, d)
+        B, d = self.batch_shape, self.dim
+        k = categorical(log_w.exp(), n).unsqueeze(-1).expand(*B, n, d)
         return torch.gather(mu, -2, k) + torch.gather(s, -2, k) * torch.randn(*B, n, d, device=mu.device)
 
     def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob, logsumexp_last
+from ptforget.gaussian import categorical, gaussian_log_prob, logsumexp_last, small_matmul_t
 from ptforget.generators.base import Generator, region_stats
 from ptforget.tasks import TwoModeTask
 from ptforget.theory.population import lr_multipliers
@@ -188,12 +188,12 @@ class GaussianMixture(Generator):
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        B, K, d = self.batch_shape, self.K, self.dim
-        k = torch.multinomial(self.weights().reshape(-1, K), n, replacement=True).reshape(*B, n)
+        B, d = self.batch_shape, self.dim
+        k = categorical(self.weights(), n)
         eps = torch.randn(*B, n, d, device=self.device)
         mu = torch.gather(self.means(), -2, k.unsqueeze(-1).expand(*B, n, d))
         if self.cov_mode == "fixed":  # one shared factor: no per-sample gather
-            return mu + eps @ self.fixed_tril.mT
+            return mu + small_matmul_t(eps, self.fixed_tril)
         L = self.scale_trils()
         Lk = torch.gather(L, -3, k[..., None, None].expand(*B, n, d, d))
         return mu + (Lk @ eps.unsqueeze(-1)).squeeze(-1)
@@ -202,7 +202,7 @@ class GaussianMixture(Generator):
         """(*B, K, n, d) reparameterised samples from every component (gradient to means and scales)."""
         eps = torch.randn(*self.batch_shape, self.K, n, self.dim, device=self.device)
         if self.cov_mode == "fixed":
-            return self.means().unsqueeze(-2) + eps @ self.fixed_tril.mT
+            return self.means().unsqueeze(-2) + small_matmul_t(eps, self.fixed_tril)
         return self.means().unsqueeze(-2) + eps @ self.scale_trils().mT
 
     def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:
