@@ -113,6 +113,8 @@ def _compiled(device_type: str) -> Any:
     """The one compiled step of the process (CUDA graphs on a GPU)."""
     if device_type not in _COMPILED:
         torch._dynamo.config.trace_autograd_ops = True  # the gradient inside the captured graph, not a graph break
+        # one entry per distinct (shapes, settings) of a process's runs: a sweep has more than the default 8
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         mode = "reduce-overhead" if device_type == "cuda" else None
         _COMPILED[device_type] = torch.compile(_step, mode=mode, dynamic=False)
     return _COMPILED[device_type]

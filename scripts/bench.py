@@ -131,10 +131,11 @@ def main() -> None:
         import jax
         import jax_peer
 
-        if args.device == "cuda":
-            jax.config.update("jax_platforms", "cuda")
-        peer = jax_peer
         pv = f", jax {jax.__version__} ({jax.default_backend()})"
+        if args.device == "cuda" and jax.default_backend() != "gpu":
+            pv += " - the peer is skipped: this jax has no GPU backend"
+        else:
+            peer = jax_peer
     else:
         pv = ""
     load = os.getloadavg()
