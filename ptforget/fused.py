@@ -1,13 +1,14 @@
 """A fused optimizer step for ``compile=true``: sampling, loss, gradient, clipping, optimizer update and the
 per-member divergence bookkeeping of one step, written as one functional update and captured once by
-``torch.compile`` (inductor: fused C++ loops on the CPU; on a GPU ``mode="reduce-overhead"`` replays it as a CUDA
-graph), then replayed for every step of every chunk.
+``torch.compile`` (one graph, inductor: fused C++ loops on the CPU; on a GPU its CUDA-graph mode replays the whole
+step as one graph launch), then replayed for every step of every chunk and of every later run of the same shapes
+and settings in the process.
 
-The update rule is the one of the eager path: the gradient is ``torch.func.grad`` of the summed member losses
+The update rule is the one of the eager path: the gradient is ``torch.autograd.grad`` of the summed member losses
 (each member's gradient is its own loss's), Adam and SGD follow ``torch.optim.Adam`` / ``torch.optim.SGD`` (state
 kept in the optimizer's own ``state`` so checkpoints and resume are unchanged), clipping is per member. Random
-draws come from inductor's generator (seeded from torch's, so a resumed run stays reproducible) and differ from
-eager mode's.
+draws go through torch's own kernels (``fallback_random``) from torch's generator, so a resumed run replays the same
+stream; floating-point results differ from eager mode's in the last bits (fused arithmetic).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class FusedStep:
         self._lrs = [torch.tensor(v, device=dev) for v in self._lr_values]
         self._step = torch.zeros((), dtype=torch.long, device=dev)  # the step, counted inside the graph
         self._next = -1
-        self._checked = False
+        self._calls, self._skip = 0, True
 
     def _init_state(self) -> None:
         """The optimizer's per-parameter state in torch's own layout (so state_dict / load_state_dict work)."""
@@ -98,11 +99,20 @@ class FusedStep:
         fn = _compiled(self._step.device.type)
         args = (self.generator, self.objective, self.params, self.state, self.init, self._lrs, self._step, alive,
                 bad_step, params_bad_step, self.static)
-        if not self._checked:  # the first call of a run checks the guards (and compiles if nothing matches)
-            self._checked = True
+        if self._calls < 2:  # the first calls of a run check the guards (and compile if nothing matches)
+            self._calls += 1
             return fn(*args)
         # later calls pass the same objects, tensors and constants: the guards cannot fail, skip evaluating them
-        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+        # (~0.1 ms a step); should anything still need a recompilation, check the guards again from then on
+        if not self._skip:
+            return fn(*args)
+        try:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return fn(*args)
+        except RuntimeError as err:
+            if "skip_guard_eval_unsafe" not in str(err):
+                raise
+            self._skip = False
             return fn(*args)
 
 
@@ -115,8 +125,11 @@ def _compiled(device_type: str) -> Any:
         torch._dynamo.config.trace_autograd_ops = True  # the gradient inside the captured graph, not a graph break
         # one entry per distinct (shapes, settings) of a process's runs: a sweep has more than the default 8
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        mode = "reduce-overhead" if device_type == "cuda" else None
-        _COMPILED[device_type] = torch.compile(_step, mode=mode, dynamic=False)
+        # fallback_random: random draws through torch's own kernels (vectorised on the CPU; the same stream as eager)
+        # fullgraph: one frame, so nothing of a step runs before its guards are checked
+        options = {"fallback_random": True} if device_type != "cuda" else {"fallback_random": True,
+                                                                           "triton.cudagraphs": True}
+        _COMPILED[device_type] = torch.compile(_step, dynamic=False, fullgraph=True, options=options)
     return _COMPILED[device_type]
 
 

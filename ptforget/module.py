@@ -279,7 +279,8 @@ class PostTrainModule(L.LightningModule):
         if self._last_loss is not None:
             cols["loss"] = self._last_loss.reshape(self.S)
             for k, v in self._last_logs.items():
-                cols[f"obj_{k}"] = v.detach().reshape(self.S)
+                v = v.detach()
+                cols[f"obj_{k}"] = v.expand(self.S) if v.numel() == 1 else v.reshape(self.S)  # shared counters
         cols.update(m)
         keys = list(cols)
         table = torch.stack([cols[k].to(torch.float32) for k in keys]

@@ -30,7 +30,7 @@ class _FixedData(Objective):
         return nll * torch.tensor([1.0, 30.0, 0.01]), {"nll": nll.detach()}  # different gradient scales per member
 
 
-@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("optimizer", ["adam", pytest.param("sgd", marks=pytest.mark.slow)])
 def test_fused_step_applies_the_eager_update(optimizer):
     """Three steps of the fused step and of loss.backward() + torch.optim on identical members and data: the same
     parameters, optimizer state and per-member clipping (member 1 is clipped, the others are not)."""

@@ -154,12 +154,13 @@ def test_batched_run_writes_every_member_and_is_skipped_when_rerun(tmp_path):
 
 
 def test_stateful_objective_runs_seeds_one_after_another(tmp_path):
-    """fkl_replay is not batchable: its members are plain runs, byte-identical to separate seeds."""
-    cfg = compose_cfg("objective=fkl_replay", "seeds=2", "trainer.max_steps=40", "eval_every=20")
+    """TTT-Discover with its PUCT archive is not batchable: its members are plain runs, byte-identical to separate
+    seeds."""
+    obj = ("objective=ttt_discover", "objective.reuse.enabled=true")
+    cfg = compose_cfg(*obj, "seeds=2", "trainer.max_steps=40", "eval_every=20")
     s = run_training(cfg, tmp_path / "ens")
     assert s["batched"] is False and s["seeds"] == [0, 1]
-    solo = run_training(compose_cfg("objective=fkl_replay", "seed=1", "trainer.max_steps=40", "eval_every=20"),
-                        tmp_path / "solo")
+    solo = run_training(compose_cfg(*obj, "seed=1", "trainer.max_steps=40", "eval_every=20"), tmp_path / "solo")
     assert (tmp_path / "ens" / "seed1" / "trajectory.csv").read_bytes() == (tmp_path / "solo" /
                                                                             "trajectory.csv").read_bytes()
     assert solo["config_hash"] == s["members"][1]["config_hash"]
@@ -175,6 +176,34 @@ def test_batched_seeds_match_sequential_runs_in_distribution(tmp_path):
     se = math.sqrt(b.var(ddof=1) / 8 + seq.var(ddof=1) / 8)
     assert abs(b.mean() - seq.mean()) < 4 * se + 1e-4
     assert b.std() > 0 and 0.5 * seq.std() < b.std() < 2 * seq.std()
+
+
+STATEFUL = {
+    "oapl": ("objective=oapl", "objective.lag=30", "objective.groups=4", "objective.group_size=8"),
+    "sdft": ("objective=sdft", "objective.alpha_ema=0.05", "objective.batch=32"),
+    "rkl_replay_q0_buffer": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64", "objective.lam=0.3",
+                             "objective.batch=32"),
+    "fkl_replay_slots": ("objective=fkl_replay", "objective.mode=fixed_slots", "objective.lam=0.3",
+                         "objective.batch=32"),
+    "ttt_discover_kl": ("objective=ttt_discover", "objective.lam=1.0", "objective.groups=2", "objective.group_size=16",
+                        "trainer.max_steps=60"),
+}
+
+
+@pytest.mark.parametrize("case", list(STATEFUL))
+def test_batched_stateful_objectives_match_sequential_runs_in_distribution(tmp_path, case):
+    """Replay, SDFT, OAPL and TTT-Discover batch their seeds (frozen copies, EMA teachers, buffers and counters
+    carry the member dimension): the final old weight over 6 batched members has the mean and spread of 6 separate
+    runs."""
+    common = ("trainer.max_steps=100", "eval_every=100", *STATEFUL[case])
+    batched_run = run_training(compose_cfg(*common, "seeds=6"), tmp_path / "b")
+    assert batched_run["batched"] is True
+    b = np.array([m["final"]["weight"] for m in batched_run["members"]])
+    seq = np.array([run_training(compose_cfg(*common, f"seed={k}"), tmp_path / f"s{k}")["final"]["weight"]
+                    for k in range(6)])
+    se = math.sqrt(b.var(ddof=1) / 6 + seq.var(ddof=1) / 6)
+    assert abs(b.mean() - seq.mean()) < 4 * se + 1e-4, (b, seq)
+    assert len(set(b.tolist())) == 6 and 0.25 * seq.std() < b.std() < 4 * seq.std(), (b, seq)
 
 
 def test_a_diverging_member_stops_alone(tmp_path):
