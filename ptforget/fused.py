@@ -13,13 +13,18 @@ stream; floating-point results differ from eager mode's in the last bits (fused 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from ptforget.generators.base import Generator
+from ptforget.metrics import measure
 from ptforget.objectives.base import Objective
+from ptforget.tasks import TwoModeTask
+
+log = logging.getLogger(__name__)
 
 
 def fusable(optimizer: torch.optim.Optimizer) -> bool:
@@ -30,6 +35,10 @@ def fusable(optimizer: torch.optim.Optimizer) -> bool:
     if isinstance(optimizer, torch.optim.SGD):
         return not d.get("nesterov") and not d.get("dampening") and not d.get("maximize")
     return False
+
+
+class FusedStepUnavailable(RuntimeError):
+    """This generator / objective cannot be captured as one graph (the run goes on with the eager step)."""
 
 
 class FusedStep:
@@ -101,7 +110,14 @@ class FusedStep:
                 bad_step, params_bad_step, self.static)
         if self._calls < 2:  # the first calls of a run check the guards (and compile if nothing matches)
             self._calls += 1
-            return fn(*args)
+            kind = (type(self.generator).__name__, type(self.objective).__name__)
+            if kind in _UNAVAILABLE:
+                raise FusedStepUnavailable(_UNAVAILABLE[kind])
+            try:
+                return fn(*args)
+            except torch._dynamo.exc.TorchDynamoException as err:  # raised while tracing: nothing of the step ran
+                _UNAVAILABLE[kind] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
+                raise FusedStepUnavailable(_UNAVAILABLE[kind]) from err
         # later calls pass the same objects, tensors and constants: the guards cannot fail, skip evaluating them
         # (~0.1 ms a step); should anything still need a recompilation, check the guards again from then on
         if not self._skip:
@@ -117,6 +133,8 @@ class FusedStep:
 
 
 _COMPILED: dict[str, Any] = {}
+#: (generator, objective) classes whose step could not be captured in this process, and why
+_UNAVAILABLE: dict[tuple[str, str], str] = {}
 
 
 def _compiled(device_type: str) -> Any:
@@ -131,6 +149,22 @@ def _compiled(device_type: str) -> Any:
                                                                            "triton.cudagraphs": True}
         _COMPILED[device_type] = torch.compile(_step, dynamic=False, fullgraph=True, options=options)
     return _COMPILED[device_type]
+
+
+def compiled_measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor]:
+    """``ptforget.metrics.measure`` as one compiled graph (shared by every run of the process); the eager function
+    where it cannot be captured."""
+    key = f"measure-{generator.device.type}-{type(generator).__name__}"
+    if _COMPILED.get(key) is None:
+        if key in _COMPILED:
+            return measure(generator, task, n)
+        _COMPILED[key] = torch.compile(measure, dynamic=False, fullgraph=True, options={"fallback_random": True})
+    try:
+        return _COMPILED[key](generator, task, n)
+    except torch._dynamo.exc.TorchDynamoException as err:
+        log.warning("evaluation runs eagerly: %s", str(err).splitlines()[0])
+        _COMPILED[key] = None
+        return measure(generator, task, n)
 
 
 def _step(gen: Generator, obj: Objective, params: list[Tensor], state: list[list[Tensor]], init: list[Tensor] | None,

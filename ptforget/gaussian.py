@@ -16,7 +16,9 @@ LARGE = 1 << 16
 
 
 def _short(t: Tensor) -> bool:
-    return t.shape[-1] <= SHORT_AXIS and t.numel() >= LARGE
+    """Use the elementwise form: a short last axis on a large tensor, or any short axis inside a compiled graph
+    (where the elementwise ops fuse into one loop and a BLAS call would not)."""
+    return t.shape[-1] <= SHORT_AXIS and (t.numel() >= LARGE or torch.compiler.is_compiling())
 
 
 def sum_last(t: Tensor) -> Tensor:

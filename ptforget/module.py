@@ -13,6 +13,7 @@ divergence separately, in one batched step and one optimizer over the stacked pa
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from pathlib import Path
@@ -25,13 +26,15 @@ from torch import Tensor
 from ptforget.build import build_optimizer
 from ptforget.ensemble import batched, members_finite, reset_members_
 from ptforget.errors import check
-from ptforget.fused import FusedStep, fusable
+from ptforget.fused import FusedStep, FusedStepUnavailable, compiled_measure, fusable
 from ptforget.generators.base import Generator
 from ptforget.io import atomic_replace
 from ptforget.metrics import forgetting_metrics, measure, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 from ptforget.validate import validate_optimizer
+
+log = logging.getLogger("ptforget")
 
 
 class PostTrainModule(L.LightningModule):
@@ -218,8 +221,13 @@ class PostTrainModule(L.LightningModule):
     def _optimizer_step(self) -> None:
         step = self.step
         if self._fused is not None:
-            losses, logs, self._bad_step, self._params_bad_step = self._fused(
-                step, self._bad_step < 0, self._bad_step, self._params_bad_step)
+            try:
+                losses, logs, self._bad_step, self._params_bad_step = self._fused(
+                    step, self._bad_step < 0, self._bad_step, self._params_bad_step)
+            except FusedStepUnavailable as err:
+                log.warning("compile=true: the step runs eagerly (%s)", err)
+                self._fused = None
+                return self._optimizer_step()
             if self._sched is not None:
                 self._sched.step()
             self.step += 1
@@ -244,7 +252,7 @@ class PostTrainModule(L.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def _measure(self) -> dict[str, Tensor]:
         """Measured values with a leading member dimension."""
-        m = measure(self.generator, self.task, self.n_eval)
+        m = (compiled_measure if self.compile else measure)(self.generator, self.task, self.n_eval)
         return m if self.batched else {k: v.unsqueeze(0) for k, v in m.items()}
 
     def _params_finite(self) -> Tensor:
