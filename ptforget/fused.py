@@ -14,6 +14,8 @@ stream; floating-point results differ from eager mode's in the last bits (fused 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -118,18 +120,26 @@ class FusedStep:
             except torch._dynamo.exc.TorchDynamoException as err:  # raised while tracing: nothing of the step ran
                 _UNAVAILABLE[kind] = f"{type(err).__name__}: {str(err).splitlines()[0]}"
                 raise FusedStepUnavailable(_UNAVAILABLE[kind]) from err
-        # later calls pass the same objects, tensors and constants: the guards cannot fail, skip evaluating them
-        # (~0.1 ms a step); should anything still need a recompilation, check the guards again from then on
-        if not self._skip:
-            return fn(*args)
-        try:
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+        if self._skip:
+            try:
                 return fn(*args)
-        except RuntimeError as err:
-            if "skip_guard_eval_unsafe" not in str(err):
-                raise
-            self._skip = False
+            except RuntimeError as err:  # raised at the frame's entry, before anything ran
+                if "skip_guard_eval_unsafe" not in str(err):
+                    raise
+                self._skip = False
+        with torch.compiler.set_stance("default", skip_guard_eval_unsafe=False):
             return fn(*args)
+
+    @contextmanager
+    def replaying(self) -> Iterator[None]:
+        """Around a chunk of steps: once a run's first steps have checked the guards, later calls pass the same
+        objects, tensors and constants, so the guards cannot fail and are not evaluated (~0.1 ms a step); should a
+        recompilation still be needed, the guards are checked again from then on."""
+        if self._calls >= 2 and self._skip:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                yield
+        else:
+            yield
 
 
 _COMPILED: dict[str, Any] = {}

@@ -13,6 +13,7 @@ divergence separately, in one batched step and one optimizer over the stacked pa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -92,6 +93,7 @@ class PostTrainModule(L.LightningModule):
         self.compile = compile
         self.grad_clip = grad_clip
         self._fused: FusedStep | None = None
+        self._chunk_losses: list[Tensor] = []  # one run's eager losses since the last chunk end
         self.checkpoint_meta: dict[str, Any] = {}  # stored with every checkpoint (the run's config hash)
         self.metrics = forgetting_metrics()
         self.histories: list[list[dict[str, float]]] = [[] for _ in range(seeds)]
@@ -165,13 +167,16 @@ class PostTrainModule(L.LightningModule):
         chunk = int(batch)
         last = min((chunk + 1) * self.eval_every, self.max_steps)
         try:
-            for _ in range(self.step, last):
-                self._optimizer_step()
+            with self._fused.replaying() if self._fused is not None else contextlib.nullcontext():
+                for _ in range(self.step, last):
+                    self._optimizer_step()
         except RuntimeError as err:  # e.g. sampling from NaN weights: a divergence, not a crash
+            self._flush_losses()
             if self.batched or bool(self._params_finite()):
                 raise
             self._stop_diverged(self.step, f"non-finite parameter ({str(err).splitlines()[0]})")
             return
+        self._flush_losses()
         self.evaluate(self.step)
         if self.diverged[0] is not None and not self.batched:
             return
@@ -234,6 +239,17 @@ class PostTrainModule(L.LightningModule):
             self.objective.on_step_end(self.generator, self.step)
             self._last_loss, self._last_logs = losses, logs
             return
+        if not self.batched:  # one run: its losses are checked once per chunk (_flush_losses), not per step
+            losses, logs = self._update(step, self._bad_step)
+            self._chunk_losses.append(losses)
+            if self._sched is not None:
+                self._sched.step()
+            self.step += 1
+            if self.generator.has_projection:
+                self.generator.project_()
+            self.objective.on_step_end(self.generator, self.step)
+            self._last_loss, self._last_logs = losses, logs
+            return
         losses, logs = self._update(step, self._bad_step < 0)
         if self._sched is not None:
             self._sched.step()
@@ -248,6 +264,16 @@ class PostTrainModule(L.LightningModule):
             self.generator.project_()
         self.objective.on_step_end(self.generator, self.step)
         self._last_loss, self._last_logs = losses, logs
+
+    def _flush_losses(self) -> None:
+        """Record the first non-finite loss of the steps since the last flush (one run's eager path)."""
+        if not self._chunk_losses:
+            return
+        start = self.step - len(self._chunk_losses)
+        bad = ~torch.isfinite(torch.cat(self._chunk_losses))
+        first = start + bad.to(torch.uint8).argmax()
+        self._bad_step = torch.where(bad.any() & (self._bad_step < 0), first, self._bad_step)
+        self._chunk_losses.clear()
 
     # ------------------------------------------------------------------ evaluation
     def _measure(self) -> dict[str, Tensor]:

@@ -13,12 +13,13 @@ the spread over repeats):
    alone, e.g. against an older checkout for a before / after).
 
 Usage: python scripts/bench.py [--peer jax] [--steps N] [--repeats R] [--seeds 32,256] [--device cpu|cuda]
-       [--only single|seeds|overhead] [--no-compile]
+       [--only single|seeds|overhead] [--no-compile] [--warm-inductor-cache]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import resource
@@ -123,7 +124,11 @@ def main() -> None:
     ap.add_argument("--peer", choices=["none", "jax"], default="none", help="also run the JAX peer")
     ap.add_argument("--only", choices=["all", "single", "seeds", "overhead"], default="all")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile=true runs")
+    ap.add_argument("--warm-inductor-cache", action="store_true",
+                    help="keep inductor's on-disk cache (default: an empty one, so the compile time is a cold one)")
     args = ap.parse_args()
+    if not args.warm_inductor_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
     torch.set_num_threads(1)
     peer = None
     if args.peer == "jax":
@@ -167,6 +172,9 @@ def main() -> None:
             print(f"compilation: a first {n0}-step run took {first:.1f} s, i.e. ~{compile_s:.1f} s of compiling; "
                   + (f"pays off after ~{compile_s / gain:.0f} steps" if gain > 0 else "never pays off")
                   + f" ({1e3 * gain:.4f} ms saved per step)")
+            if gain > 0:  # the compiled step is kept for the process: later runs of the same shapes pay nothing
+                print("  compiled once per process and shape: pays off after "
+                      + ", ".join(f"~{math.ceil(compile_s / (gain * n))} runs of {n} steps" for n in (400, 2000)))
         if peer is not None:
             r = min((peer.run_peer(task, 1, **kw) for _ in range(R)), key=lambda r: r.steady_s)
             print(f"jax peer              {1e3 * r.steady_s / args.steps:7.4f} ms/step          (jit compile "
