@@ -71,26 +71,23 @@ def test_fused_step_applies_the_eager_update(optimizer):
     assert bad.tolist() == pbad.tolist() == [-1, -1, -1]
 
 
-COMMON = ("objective=rkl", "trainer.max_steps=150", "eval_every=50", "seeds=2", "compile=true")
-
-
-def test_compiled_updates_run_and_keep_the_old_mode(tmp_path):
-    s = run_training(compose_cfg(*COMMON), tmp_path / "compiled")
-    for m in s["members"]:
-        assert m["status"] == "complete"
-        assert abs(m["final"]["old_mass"] - 0.5) < 0.03  # reverse KL to p* keeps beta* = 0.5
-        assert m["final"]["kl_q_pstar"] < 0.05
+COMMON = ("objective=rkl", "seeds=2", "compile=true")
 
 
 def test_a_compiled_run_resumes_bit_identically_and_reuses_its_compilation(tmp_path):
-    """Crash after the step-100 checkpoint of a compiled run; the resumed run ends byte-identical to an unbroken
-    one (the compiled step draws from torch's generator, restored with the checkpoint). The three runs compile at
-    most once between them (same shapes and settings)."""
+    """A compiled run keeps the science (reverse KL to p* keeps beta* = 0.5). Crash it after the step-100
+    checkpoint; the resumed run ends byte-identical to the unbroken one (the compiled step draws from torch's
+    generator, restored with the checkpoint). The three runs compile at most once between them (same shapes and
+    settings: a step graph and an evaluation graph)."""
     import torch._dynamo.utils as dynamo_utils
 
     cfg = compose_cfg(*COMMON, "trainer.max_steps=160", "eval_every=25", "checkpoint_every=50")
     frames0 = dynamo_utils.counters["stats"]["unique_graphs"]
-    run_training(cfg, tmp_path / "ref")
+    ref = run_training(cfg, tmp_path / "ref")
+    for m in ref["members"]:
+        assert m["status"] == "complete"
+        assert abs(m["final"]["old_mass"] - 0.5) < 0.03
+        assert m["final"]["kl_q_pstar"] < 0.05
     orig = PostTrainModule._optimizer_step
 
     def crash(self):
@@ -109,4 +106,4 @@ def test_a_compiled_run_resumes_bit_identically_and_reuses_its_compilation(tmp_p
     for k in (0, 1):
         ref = (tmp_path / "ref" / f"seed{k}" / "trajectory.csv").read_bytes()
         assert (tmp_path / "run" / f"seed{k}" / "trajectory.csv").read_bytes() == ref
-    assert dynamo_utils.counters["stats"]["unique_graphs"] - frames0 <= 1
+    assert dynamo_utils.counters["stats"]["unique_graphs"] - frames0 <= 2

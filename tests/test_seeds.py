@@ -190,7 +190,11 @@ STATEFUL = {
 }
 
 
-@pytest.mark.parametrize("case", list(STATEFUL))
+SLOW_STATEFUL = ("fkl_replay_slots", "ttt_discover_kl")  # the suite's time budget: run with -m slow
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_STATEFUL else c
+                                  for c in STATEFUL])
 def test_batched_stateful_objectives_match_sequential_runs_in_distribution(tmp_path, case):
     """Replay, SDFT, OAPL and TTT-Discover batch their seeds (frozen copies, EMA teachers, buffers and counters
     carry the member dimension): the final old weight over 6 batched members has the mean and spread of 6 separate
