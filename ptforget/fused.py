@@ -44,7 +44,8 @@ class FusedStepUnavailable(RuntimeError):
 
 
 class FusedStep:
-    """``step(step, alive, bad_step, params_bad_step) -> (losses, logs, bad_step, params_bad_step)``, compiled.
+    """``step(step, bad_step, params_bad_step) -> (losses, logs, bad_step, params_bad_step)``, compiled; the members
+    alive are those without a bad step.
 
     The captured function is one module-level function whose inputs are the run's tensors and whose constants are
     its hyperparameters, so every run of the same shapes and settings in a process replays the same compiled code
@@ -98,7 +99,7 @@ class FusedStep:
                     # torch starts the buffer at the first gradient: with dampening 0 that is momentum * 0 + g
                     st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
-    def __call__(self, step: int, alive: Tensor, bad_step: Tensor, params_bad_step: Tensor
+    def __call__(self, step: int, bad_step: Tensor, params_bad_step: Tensor
                  ) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
         if step != self._next:
             self._step.fill_(step)
@@ -108,8 +109,8 @@ class FusedStep:
                 self._lr_values[i] = float(g["lr"])
                 self._lrs[i].fill_(self._lr_values[i])
         fn = _compiled(self._step.device.type)
-        args = (self.generator, self.objective, self.params, self.state, self.init, self._lrs, self._step, alive,
-                bad_step, params_bad_step, self.static)
+        args = (self.generator, self.objective, self.params, self.state, self.init, self._lrs, self._step, bad_step,
+                params_bad_step, self.static)
         if self._calls < 2:  # the first calls of a run check the guards (and compile if nothing matches)
             self._calls += 1
             kind = (type(self.generator).__name__, type(self.objective).__name__)
@@ -157,6 +158,9 @@ def _compiled(device_type: str) -> Any:
         # fullgraph: one frame, so nothing of a step runs before its guards are checked
         options = {"fallback_random": True} if device_type != "cuda" else {"fallback_random": True,
                                                                            "triton.cudagraphs": True}
+        # the step's inputs are the same tensors on every call: inductor's per-call size / alignment asserts
+        # (two dozen Python calls a step) check nothing new
+        options.update({"size_asserts": False, "alignment_asserts": False})
         _COMPILED[device_type] = torch.compile(_step, dynamic=False, fullgraph=True, options=options)
     return _COMPILED[device_type]
 
@@ -178,12 +182,12 @@ def compiled_measure(generator: Generator, task: TwoModeTask, n: int) -> dict[st
 
 
 def _step(gen: Generator, obj: Objective, params: list[Tensor], state: list[list[Tensor]], init: list[Tensor] | None,
-          lrs: list[Tensor], step: Tensor, alive: Tensor, bad_step: Tensor, params_bad_step: Tensor,
+          lrs: list[Tensor], step: Tensor, bad_step: Tensor, params_bad_step: Tensor,
           static: tuple[Any, ...]) -> tuple[Tensor, dict[str, Tensor], Tensor, Tensor]:
     """The captured update: loss, gradient, clipping, optimizer, bookkeeping, projection."""
     adam, hyper, group_of, (clip, clip_algo), batched = static
     losses, logs = obj.loss(gen, step)
-    loss = torch.where(alive, losses, torch.zeros_like(losses)).sum() if batched else losses
+    loss = torch.where(bad_step < 0, losses, torch.zeros_like(losses)).sum() if batched else losses
     grads = _clipped(list(torch.autograd.grad(loss, params)), clip, clip_algo, batched)
     losses = losses.detach()
     with torch.no_grad():

@@ -50,7 +50,6 @@ def test_fused_step_applies_the_eager_update(optimizer):
     opt_a, opt_b = make(a), make(b)
     clip = 0.5
     fused = FusedStep(b, obj, opt_b, (clip, "norm"), [p.detach().clone() for p in b.parameters()])
-    alive = torch.ones(3, dtype=torch.bool)
     bad, pbad = torch.full((3,), -1), torch.full((3,), -1)
     for step in range(3):
         losses, _ = obj.loss(a, step)
@@ -62,7 +61,7 @@ def test_fused_step_applies_the_eager_update(optimizer):
         for g in grads:
             g.mul_((clip / (norm + 1e-6)).clamp(max=1.0).view(-1, *([1] * (g.dim() - 1))))
         opt_a.step()
-        fused_losses, _, bad, pbad = fused(step, alive, bad, pbad)
+        fused_losses, _, bad, pbad = fused(step, bad, pbad)
         assert torch.allclose(fused_losses, losses.detach(), rtol=1e-5, atol=1e-6)
     for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
         assert torch.allclose(pa, pb, rtol=1e-5, atol=1e-6)
