@@ -155,8 +155,10 @@ def main() -> None:
             t0 = time.perf_counter()
             lightning_run(**{**kw, "steps": 2 * args.eval_every}, device=args.device, compile=True)
             first = time.perf_counter() - t0
-        p, ps = _best(lambda: plain_loop(**kw, device=args.device), R)
-        l, ls = _best(lambda: lightning_run(**kw, device=args.device)[1], R)
+        # interleaved (plain, lightning, plain, ...) so both see the same load; best of each, and the spread
+        pair = [(plain_loop(**kw, device=args.device), lightning_run(**kw, device=args.device)[1]) for _ in range(R)]
+        p, ps = min(x for x, _ in pair), max(x for x, _ in pair) / min(x for x, _ in pair) - 1
+        l, ls = min(y for _, y in pair), max(y for _, y in pair) / min(y for _, y in pair) - 1
         print(f"\n1. one run: GMM reverse KL, {args.steps} steps, batch {args.batch}, eval every {args.eval_every} "
               f"with {args.n_eval} samples (best of {R}; spread in brackets)")
         print(f"plain loop            {1e3 * p / args.steps:7.4f} ms/step  [{ps:.0%}]")
