@@ -47,8 +47,10 @@ lint-docker: install
 	@if [ -x $(BIN)/shellcheck ]; then $(BIN)/shellcheck docker/entrypoint.sh scripts/wandb_sync.sh; \
 	else echo "shellcheck not installed: skipped"; fi
 
+# the benchmark against the same run in JAX (the optional `bench` extra; ~15 min on 2 busy cores)
 bench: install
-	$(BIN)/python scripts/bench.py
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python scripts/bench.py --peer jax
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache .pytest_cache

@@ -5,6 +5,7 @@ validation, the command line and the run lifecycle call these functions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -29,12 +30,16 @@ WANDB_MODES = ("offline", "online", "disabled")
 
 def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
     """instantiate() that surfaces our ConfigError instead of Hydra's wrapper."""
-    spec = OmegaConf.to_container(node, resolve=True)
-    node = OmegaConf.create({k: v for k, v in spec.items() if k not in RESERVED_KEYS})
-    try:
-        factory = instantiate(node, _partial_=True, _convert_="all")
-    except InstantiationException as err:
-        _reraise(err)
+    spec = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in RESERVED_KEYS}
+    cls = target_class(node) if _plain(spec) else None
+    if cls is not None:  # a flat group (every one of ours): call the class, as instantiate would, without its copies
+        factory: Any = functools.partial(cls, **{k: v for k, v in spec.items() if k != "_target_"})
+    else:
+        node = OmegaConf.create(spec)
+        try:
+            factory = instantiate(node, _partial_=True, _convert_="all")
+        except InstantiationException as err:
+            _reraise(err)
     try:
         return factory(**kwargs)  # objects (the task) are passed here so OmegaConf never converts them
     except TypeError as err:
@@ -42,6 +47,23 @@ def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
             bad = str(err).split("'")[-2] if "'" in str(err) else "?"
             raise ConfigError(f"{key}.{bad}", "<given>", f"a key accepted by {node.get('_target_')}") from None
         raise
+
+
+def _plain(spec: Any) -> bool:
+    """No nested ``_target_`` and no instantiate options: constructing it is one call of its ``_target_``."""
+    if isinstance(spec, dict):
+        top = spec.get("_target_")
+        return all(not (k.startswith("_") and k != "_target_") and _plain_value(v) for k, v in spec.items()) \
+            and isinstance(top, str)
+    return False
+
+
+def _plain_value(v: Any) -> bool:
+    if isinstance(v, dict):
+        return "_target_" not in v and all(_plain_value(x) for x in v.values())
+    if isinstance(v, list):
+        return all(_plain_value(x) for x in v)
+    return True
 
 
 def _reraise(err: InstantiationException) -> None:
@@ -200,13 +222,19 @@ def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
 
 
 def build_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """Adam or SGD over the generator's parameter groups (their learning-rate multipliers are kept)."""
+    """Adam or SGD over the generator's parameter groups (their learning-rate multipliers are kept).
+
+    The fused implementation (one kernel for all parameters; CPU and CUDA) where every parameter is a floating
+    tensor on one device: the same update rule, far fewer dispatches for many tiny tensors.
+    """
     name = check_choice(cfg.get("name", "adam"), "optimizer.name", OPTIMIZERS)
+    tensors = [p for g in params for p in g["params"]]
+    fused = bool(tensors) and len({p.device for p in tensors}) == 1 and all(p.is_floating_point() for p in tensors)
     if name == "adam":
         return torch.optim.Adam(params, betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                                weight_decay=float(cfg.get("weight_decay", 0.0)))
+                                weight_decay=float(cfg.get("weight_decay", 0.0)), fused=fused or None)
     return torch.optim.SGD(params, momentum=float(cfg.get("momentum", 0.0)),
-                           weight_decay=float(cfg.get("weight_decay", 0.0)))
+                           weight_decay=float(cfg.get("weight_decay", 0.0)), fused=fused or None)
 
 
 def finish_logger(logger: Any) -> None:
@@ -247,8 +275,27 @@ def make_trainer(cfg: DictConfig, logger: Any = False) -> Any:
     checkpoints (ours are ``last.ckpt``), no validation loop."""
     import lightning as L
 
+    _cache_callback_entry_points()
     return L.Trainer(logger=logger, enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
                      limit_val_batches=0, max_epochs=1, max_steps=-1, **trainer_kwargs(cfg))
+
+
+def _cache_callback_entry_points() -> None:
+    """Lightning scans every installed distribution's entry points for callback factories on each Trainer (a few
+    ms per run, most of a short run's Trainer set-up); the installed set does not change within a process, so the
+    scan's answer is kept for the process."""
+    from lightning.fabric.utilities import registry
+
+    if getattr(registry.entry_points, "ptforget_cached", False):
+        return
+    scan = registry.entry_points
+
+    @functools.cache
+    def cached(**kw: Any) -> Any:
+        return tuple(scan(**kw))
+
+    cached.ptforget_cached = True  # type: ignore[attr-defined]
+    registry.entry_points = cached
 
 
 def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from ptforget.tasks import TwoModeTask
 
 @torch.no_grad()
 def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor]:
-    """Everything evaluated at one step, as tensors on the device (no host sync).
+    """Everything evaluated at one step, as tensors on the device (no host sync); with batched members every value
+    has the generator's leading member dimension.
 
     Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``drift`` =
     ||E_q[x | old region] - E_{p*}[x | old region]|| (zero iff the learned conditional old mean matches the
@@ -31,29 +32,30 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     """
     ro = generator.readout(task, n)
     _, ref_old, ref_new = target_region_stats(task)
-    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": torch.linalg.norm(ro["region_mean"] - ref_old)}
-    out["new_error"] = torch.linalg.norm(ro["new_region_mean"] - ref_new)
+    norm = torch.linalg.vector_norm
+    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": norm(ro["region_mean"] - ref_old, dim=-1)}
+    out["new_error"] = norm(ro["new_region_mean"] - ref_new, dim=-1)
     out["core_pos"] = ro["core_pos"]
     if "weight" in ro:
         out["weight"] = ro["weight"]
-        out["comp_drift"] = torch.linalg.norm(ro["comp_old_mean"] - task.mu_old)
-        out["comp_new_error"] = torch.linalg.norm(ro["comp_new_mean"] - task.mu_new)
-        out["comp_bc"] = ro["comp_bc"]
+        out["comp_drift"] = norm(ro["comp_old_mean"] - task.mu_old, dim=-1)
+        out["comp_new_error"] = norm(ro["comp_new_mean"] - task.mu_new, dim=-1)
+        out["comp_bc"] = ro["comp_bc"].expand_as(ro["weight"])
         if task.dim <= 3:  # enough to redraw a mixture's density over training (density-evolution figures)
             for i in range(task.dim):
-                out[f"mu_old_{i}"] = ro["comp_old_mean"][i]
-                out[f"mu_new_{i}"] = ro["comp_new_mean"][i]
+                out[f"mu_old_{i}"] = ro["comp_old_mean"][..., i]
+                out[f"mu_new_{i}"] = ro["comp_new_mean"][..., i]
     grid = task.grid()
-    if grid is not None:
+    if grid is not None:  # log-densities (*members, n) on the grid's n nodes
         x, v = grid
-        lq, lp = generator.log_prob(x), task.log_prob("star", x)
-        out["kl_q_pstar"] = (v * lq.exp() * (lq - lp)).sum()
-        out["kl_pstar_q"] = (v * lp.exp() * (lp - lq)).sum()
+        lq, lp = generator.log_prob(x.expand(*generator.batch_shape, *x.shape)), task.log_prob("star", x)
+        out["kl_q_pstar"] = (v * lq.exp() * (lq - lp)).sum(-1)
+        out["kl_pstar_q"] = (v * lp.exp() * (lp - lq)).sum(-1)
         return out
     x = generator.sample(n)
-    out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean()
-    y = task.sample("star", n)
-    out["kl_pstar_q"] = (task.log_prob("star", y) - generator.log_prob(y)).mean()
+    out["kl_q_pstar"] = (generator.log_prob(x) - task.log_prob("star", x)).mean(-1)
+    y = task.sample("star", n, generator.batch_shape)
+    out["kl_pstar_q"] = (task.log_prob("star", y) - generator.log_prob(y)).mean(-1)
     return out
 
 
@@ -156,10 +158,17 @@ class ComponentOverlap(Tracked):
         super().__init__("comp_bc")
 
 
+class CorePosition(Tracked):
+    """Location of the old mode read from its core (``core_pos``), every family."""
+
+    def __init__(self) -> None:
+        super().__init__("core_pos")
+
+
 def forgetting_metrics() -> MetricCollection:
     """The collection the module updates every ``eval_every`` steps."""
     return MetricCollection({
         "old_mass": OldMass(), "weight": OldWeight(), "drift": OldDrift(), "comp_drift": ComponentDrift(),
         "new_error": NewError(), "comp_new_error": ComponentNewError(), "kl_q_pstar": ReverseKLEstimate(),
-        "kl_pstar_q": ForwardKLEstimate(), "comp_bc": ComponentOverlap(),
+        "kl_pstar_q": ForwardKLEstimate(), "comp_bc": ComponentOverlap(), "core_pos": CorePosition(),
     }, compute_groups=False)

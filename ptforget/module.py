@@ -6,12 +6,15 @@ cost once per chunk rather than once per step. Nothing inside a chunk syncs with
 measured at the end of each chunk (one host sync), recorded as a trajectory and tracked by torchmetrics; a
 checkpoint (``last.ckpt``) is written atomically every ``checkpoint_every`` steps so an interrupted run resumes.
 
-With ``seeds > 1`` and a batchable objective the generator is a ``SeedEnsemble``: every member is trained, measured
-and judged for divergence separately, in one vmapped step.
+With ``seeds > 1`` and a batchable objective the generator carries a leading member dimension (``ptforget.ensemble``:
+natively stacked tensors for GMM / MDN, vmap for flows): every member is trained, measured and judged for
+divergence separately, in one batched step and one optimizer over the stacked parameters.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 from pathlib import Path
@@ -23,14 +26,18 @@ from torch import Tensor
 
 from ptforget import interrupt
 from ptforget.build import build_optimizer
-from ptforget.ensemble import SeedEnsemble
+from ptforget.ensemble import batched, members_finite, reset_members_
 from ptforget.errors import check
+from ptforget.fused import FusedStep, FusedStepUnavailable, compiled_measure, fusable
 from ptforget.generators.base import Generator
 from ptforget.io import atomic_replace
 from ptforget.metrics import forgetting_metrics, measure, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 from ptforget.validate import validate_optimizer
+
+log = logging.getLogger("ptforget")
+_set = object.__setattr__
 
 
 class PostTrainModule(L.LightningModule):
@@ -42,10 +49,11 @@ class PostTrainModule(L.LightningModule):
         eval_every: steps per chunk; metrics are measured after each chunk and at the last step.
         n_eval: Monte-Carlo samples per evaluation.
         max_steps: total optimizer steps.
-        seeds: number of batched seeds (members); 1 trains the generator itself.
+        seeds: number of batched seeds (members); 1 trains the generator itself, S > 1 a copy with S members.
         checkpoint_path: where ``last.ckpt`` goes (None: no checkpoints).
         checkpoint_every: steps between checkpoints (rounded up to a chunk end); 0 disables them.
-        compile: run each update through ``torch.compile``.
+        compile: run each step as one captured update (``ptforget.fused.FusedStep``: sampling, loss, gradient,
+            optimizer and divergence bookkeeping through ``torch.compile``; CUDA graphs on a GPU).
         grad_clip: (max, 'norm' | 'value'): clip the gradient's norm (per member with batched seeds, so members
             stay independent) or its entries; max None disables it.
     """
@@ -72,8 +80,12 @@ class PostTrainModule(L.LightningModule):
         validate_optimizer(optimizer)
         objective.validate(generator, task)
         self.automatic_optimization = False
-        self.generator = generator
-        self.ensemble = SeedEnsemble(generator, seeds) if seeds > 1 else None
+        # the trained generator: the given one, or S members stacked from it (each starts at its parameters)
+        self.generator = batched(generator, seeds) if seeds > 1 else generator
+        self.batched = seeds > 1
+        if self.batched:  # where a diverged member is put back (keeps later batched sampling valid)
+            for i, p in enumerate(self.generator.parameters()):
+                self.register_buffer(f"_init_{i}", p.detach().clone(), persistent=False)
         self.objective = objective
         self.task = task
         self.optimizer_cfg = dict(optimizer)
@@ -82,7 +94,8 @@ class PostTrainModule(L.LightningModule):
         self.checkpoint_every = checkpoint_every
         self.compile = compile
         self.grad_clip = grad_clip
-        self._update_fn = self._update
+        self._fused: FusedStep | None = None
+        self._chunk_losses: list[Tensor] = []  # one run's eager losses since the last chunk end
         self.checkpoint_meta: dict[str, Any] = {}  # stored with every checkpoint (the run's config hash)
         self.metrics = forgetting_metrics()
         self.histories: list[list[dict[str, float]]] = [[] for _ in range(seeds)]
@@ -124,8 +137,7 @@ class PostTrainModule(L.LightningModule):
 
     # ------------------------------------------------------------------ lightning hooks
     def configure_optimizers(self) -> Any:
-        source = self.ensemble if self.ensemble is not None else self.generator
-        opt = build_optimizer(source.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
+        opt = build_optimizer(self.generator.param_groups(float(self.optimizer_cfg["lr"])), self.optimizer_cfg)
         if self.optimizer_cfg.get("schedule", "constant") == "cosine" and self.max_steps:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_steps)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -135,8 +147,7 @@ class PostTrainModule(L.LightningModule):
         self.task.to(self.device)
         self._bad_step = self._bad_step.to(self.device)
         self._params_bad_step = self._params_bad_step.to(self.device)
-        if self.ensemble is not None:
-            self.ensemble.template.to(self.device)
+        if self.batched:
             target_region_stats(self.task)  # fill the task's caches outside vmap
             self.task.log_prob("star", self.task.mu_old.unsqueeze(0))
         self.objective.setup(self.generator, self.task)
@@ -145,32 +156,35 @@ class PostTrainModule(L.LightningModule):
         opt = self.optimizers()
         self._opt = getattr(opt, "optimizer", opt)
         self._sched = self.lr_schedulers()
-        # torch.compile of the whole update (loss, backward, optimizer): ~2x per step on small models after a
-        # compile of tens of seconds; pays off for long runs only. Random draws differ from eager mode.
-        self._update_fn = torch.compile(self._update) if self.compile else self._update
         if self._resume is not None:
             self._restore(self._resume)
             self._resume = None
         elif not self.history:
             self.evaluate(0)
+        if self.compile and fusable(self._opt):  # after the restore: it reads the optimizer's state
+            self._fused = FusedStep(self.generator, self.objective, self._opt, self.grad_clip,
+                                    self._inits() if self.batched else None)
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
         chunk = int(batch)
         last = min((chunk + 1) * self.eval_every, self.max_steps)
         try:
-            for _ in range(self.step, last):
-                if interrupt.pending() is not None:  # SIGTERM/SIGINT: stop at a step boundary; train.py saves it
-                    if self._trainer is not None:
-                        self.trainer.should_stop = True
-                    return
-                self._optimizer_step()
+            with self._fused.replaying() if self._fused is not None else contextlib.nullcontext():
+                for _ in range(self.step, last):
+                    if interrupt.pending() is not None:  # SIGTERM/SIGINT: stop at a step boundary; train.py saves
+                        if self._trainer is not None:
+                            self.trainer.should_stop = True
+                        return
+                    self._optimizer_step()
         except RuntimeError as err:  # e.g. sampling from NaN weights: a divergence, not a crash
-            if self.ensemble is not None or bool(self._params_finite()):
+            self._flush_losses()
+            if self.batched or bool(self._params_finite()):
                 raise
             self._stop_diverged(self.step, f"non-finite parameter ({str(err).splitlines()[0]})")
             return
+        self._flush_losses()
         self.evaluate(self.step)
-        if self.diverged[0] is not None and self.ensemble is None:
+        if self.diverged[0] is not None and not self.batched:
             return
         if self.logger is not None:
             self.logger.log_metrics({"train/loss": float(self.histories[0][-1].get("loss", float("nan")))},
@@ -181,13 +195,12 @@ class PostTrainModule(L.LightningModule):
 
     def _update(self, step: int, alive: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         """Loss, backward and optimizer step; returns per-member losses (detached) and the objective's logs."""
-        if self.ensemble is None:
-            loss, logs = self.objective.loss(self.generator, step)
-            losses = loss.detach().reshape(1)
-        else:
-            losses, logs = self.ensemble.map(lambda g: self.objective.loss(g, step))
+        losses, logs = self.objective.loss(self.generator, step)
+        if self.batched:  # the sum: each member's gradient is its own loss's gradient
             loss = torch.where(alive, losses, torch.zeros_like(losses)).sum()
-            losses = losses.detach()
+        else:
+            loss = losses
+        losses = losses.detach().reshape(self.S)
         self._opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip[0] is not None:
@@ -205,7 +218,7 @@ class PostTrainModule(L.LightningModule):
             for gr in grads:
                 gr.clamp_(-limit, limit)
             return
-        if self.ensemble is None:
+        if not self.batched:
             torch.nn.utils.clip_grad_norm_([p for g in self._opt.param_groups for p in g["params"]], limit)
             return
         norm = torch.stack([gr.reshape(self.S, -1).pow(2).sum(1) for gr in grads]).sum(0).sqrt()
@@ -213,30 +226,70 @@ class PostTrainModule(L.LightningModule):
         for gr in grads:
             gr.mul_(scale.view(-1, *([1] * (gr.dim() - 1))))
 
+    def _inits(self) -> list[Tensor]:
+        return [getattr(self, f"_init_{i}") for i in range(len(list(self.generator.parameters())))]
+
     def _optimizer_step(self) -> None:
+        # per-step attributes are set with object.__setattr__: none is a parameter, buffer or submodule, and
+        # nn.Module.__setattr__'s checks cost ~2 us each, a tenth of a compiled step
         step = self.step
-        losses, logs = self._update_fn(step, self._bad_step < 0)
+        if self._fused is not None:
+            try:
+                losses, logs, bad, params_bad = self._fused(step, self._bad_step, self._params_bad_step)
+            except FusedStepUnavailable as err:
+                log.warning("compile=true: the step runs eagerly (%s)", err)
+                self._fused = None
+                return self._optimizer_step()
+            if self._sched is not None:
+                self._sched.step()
+            _set(self, "step", step + 1)
+            self.objective.on_step_end(self.generator, step + 1)
+            _set(self, "_bad_step", bad)
+            _set(self, "_params_bad_step", params_bad)
+            _set(self, "_last_loss", losses)
+            _set(self, "_last_logs", logs)
+            return
+        if not self.batched:  # one run: its losses are checked once per chunk (_flush_losses), not per step
+            losses, logs = self._update(step, self._bad_step)
+            self._chunk_losses.append(losses)
+            if self._sched is not None:
+                self._sched.step()
+            _set(self, "step", step + 1)
+            if self.generator.has_projection:
+                self.generator.project_()
+            self.objective.on_step_end(self.generator, step + 1)
+            _set(self, "_last_loss", losses)
+            _set(self, "_last_logs", logs)
+            return
+        losses, logs = self._update(step, self._bad_step < 0)
         if self._sched is not None:
             self._sched.step()
         self.step += 1
         bad = ~torch.isfinite(losses)
         self._bad_step = torch.where(bad & (self._bad_step < 0), step, self._bad_step)
-        if self.ensemble is None:
+        self._params_bad_step = torch.where(~members_finite(self.generator) & (self._params_bad_step < 0),
+                                            self.step, self._params_bad_step)
+        reset_members_(self.generator, (self._bad_step >= 0) | (self._params_bad_step >= 0), self._inits())
+        if self.generator.has_projection:
             self.generator.project_()
-        else:
-            self._params_bad_step = torch.where(~self.ensemble.finite() & (self._params_bad_step < 0), self.step,
-                                                self._params_bad_step)
-            self.ensemble.reset_((self._bad_step >= 0) | (self._params_bad_step >= 0))
-            self.ensemble.project_()
         self.objective.on_step_end(self.generator, self.step)
         self._last_loss, self._last_logs = losses, logs
+
+    def _flush_losses(self) -> None:
+        """Record the first non-finite loss of the steps since the last flush (one run's eager path)."""
+        if not self._chunk_losses:
+            return
+        start = self.step - len(self._chunk_losses)
+        bad = ~torch.isfinite(torch.cat(self._chunk_losses))
+        first = start + bad.to(torch.uint8).argmax()
+        self._bad_step = torch.where(bad.any() & (self._bad_step < 0), first, self._bad_step)
+        self._chunk_losses.clear()
 
     # ------------------------------------------------------------------ evaluation
     def _measure(self) -> dict[str, Tensor]:
         """Measured values with a leading member dimension."""
-        if self.ensemble is None:
-            return {k: v.unsqueeze(0) for k, v in measure(self.generator, self.task, self.n_eval).items()}
-        return self.ensemble.map(lambda g: measure(g, self.task, self.n_eval))
+        m = (compiled_measure if self.compile else measure)(self.generator, self.task, self.n_eval)
+        return m if self.batched else {k: v.unsqueeze(0) for k, v in m.items()}
 
     def _params_finite(self) -> Tensor:
         """0-d bool tensor on the device: every generator parameter is finite (no host sync)."""
@@ -253,7 +306,7 @@ class PostTrainModule(L.LightningModule):
         One host sync per evaluation (two for a single run: its divergence check comes first, so a diverged
         generator is never sampled).
         """
-        if self.ensemble is None:
+        if not self.batched:
             alive = None
             bad, ok = torch.stack([self._bad_step[0].float(), self._params_finite().float()]).tolist()
             if bad >= 0 or not ok:
@@ -270,7 +323,8 @@ class PostTrainModule(L.LightningModule):
         if self._last_loss is not None:
             cols["loss"] = self._last_loss.reshape(self.S)
             for k, v in self._last_logs.items():
-                cols[f"obj_{k}"] = v.detach().reshape(self.S)
+                v = v.detach()
+                cols[f"obj_{k}"] = v.expand(self.S) if v.numel() == 1 else v.reshape(self.S)  # shared counters
         cols.update(m)
         keys = list(cols)
         table = torch.stack([cols[k].to(torch.float32) for k in keys]

@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob
+from ptforget.gaussian import gaussian_log_prob, logsumexp_last, small_matmul_t
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "old_region", "log_p_star", "log_p_new")
 #: rewards that are constant on each region: the mode-wise rewards (r_o, r_n) of the theory (paper R12, R13)
@@ -175,19 +175,20 @@ class TwoModeTask:
         """Initial model: old component correct (mean mu_o*, weight beta0), new component at mu_new_init."""
         return self._mixture("q0")
 
-    def sample(self, which: str, n: int) -> Tensor:
-        """n samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place ``randn``/``rand``.
+    def sample(self, which: str, n: int, shape: tuple[int, ...] = ()) -> Tensor:
+        """(*shape, n, d) samples of ``old``, ``new``, ``star`` (p*) or ``q0``, drawn with out-of-place randn/rand.
 
-        Same distributions as ``p_old`` / ``p_new`` / ``p_star`` / ``q0``; unlike their ``.sample`` (in-place
-        ``normal_``), this also draws independent samples per member under ``torch.func.vmap`` (batched seeds).
+        Same distributions as ``p_old`` / ``p_new`` / ``p_star`` / ``q0``; ``shape`` is the leading member dimension
+        of batched seeds (independent draws per member); out of place, so it also draws independent samples per
+        member under ``torch.func.vmap``.
         """
-        eps = torch.randn(n, self.dim, device=self.device) @ self.scale_tril.T
+        eps = small_matmul_t(torch.randn(*shape, n, self.dim, device=self.device), self.scale_tril)
         if which == "old":
             return self.mu_old + eps
         if which == "new":
             return self.mu_new + eps
         weight_old, mu_n = self._mixture_params(which)
-        is_old = (torch.rand(n, 1, device=self.device) < weight_old).to(eps.dtype)
+        is_old = (torch.rand(*shape, n, 1, device=self.device) < weight_old).to(eps.dtype)
         return is_old * self.mu_old + (1 - is_old) * mu_n + eps
 
     def log_prob(self, which: str, x: Tensor) -> Tensor:
@@ -209,7 +210,7 @@ class TwoModeTask:
             self._cache[wkey] = (torch.stack([self.mu_old, mu_n]), torch.tensor(
                 [math.log(weight_old), math.log1p(-weight_old)], device=self.device))
         loc, log_w = self._cache[wkey]
-        return torch.logsumexp(gaussian_log_prob(x, loc, Linv, log_det) + log_w, -1)
+        return logsumexp_last(gaussian_log_prob(x, loc, Linv, log_det) + log_w)
 
     def grid(self, panel: float = 0.25, order: int = 8, margin: float = 10.0) -> tuple[Tensor, Tensor] | None:
         """Gauss-Legendre nodes (n, 1) and weights (n,) over the task's support, for 1-D tasks (None otherwise).

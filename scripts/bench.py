@@ -1,23 +1,35 @@
-"""Benchmark, all in one process and one run so the figures are comparable ratios:
+"""Benchmark, all in one process and one run so the figures are comparable ratios (best of ``--repeats``, with
+the spread over repeats):
 
-1. Framework overhead: the same GMM reverse-KL run as a plain PyTorch loop and through ptforget's Lightning path
-   (2000 steps, batch 256, Adam, eval every 50, one thread); target ratio lightning / plain <= 1.2.
-2. Batched seeds: seed-steps/s of one ``seeds=S`` run (S = 1, 8, 32; one vmapped step for all members) against
-   S separate runs one after another (the sequential rate is measured on min(S, 4) runs; it does not depend on S);
-   target >= 10x at S = 32.
-3. Peak RSS of the process.
+1. One run: the GMM reverse-KL run (2000 steps, batch 256, Adam lr 0.01, eval every 50 with 4096 samples, one
+   thread) as a plain PyTorch loop, through ptforget's Lightning path (eager, and ``compile=true`` with the
+   compiled step cached), and, with ``--peer jax``, the same run in JAX (jit over a ``lax.scan`` chunk of
+   ``eval_every`` steps). Targets: Lightning / plain <= 1.1; compiled / peer <= 3 (ms per step).
+2. Batched seeds: seed-steps/s of whole ``seeds=S`` runs (``run_training``: set-up, evaluations and summaries
+   included) against the peer (vmap over seeds; its wall with jit compilation, and compiled). Target: ratio >= 1.
+3. Same science: the mean over seeds of the final old weight and old-region mass of ptforget and the peer
+   (target: agree within 0.01).
+4. Per-run overhead: what a short run (20 steps) costs besides its steps (``--only overhead`` runs this part
+   alone, e.g. against an older checkout for a before / after).
 
-Usage: python scripts/bench.py [--steps N] [--repeats R] [--seeds 1,8,32] [--seed-steps N] [--generator gmm]
-       [--device cpu|cuda] [--compile]
+Usage: python scripts/bench.py [--peer jax] [--steps N] [--repeats R] [--seeds 32,256] [--device cpu|cuda]
+       [--only single|seeds|overhead] [--no-compile] [--warm-inductor-cache]
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import platform
 import resource
+import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 from hydra import compose, initialize_config_module
@@ -28,15 +40,22 @@ from ptforget.objectives import ReverseKL
 from ptforget.tasks import TwoModeTask
 from ptforget.train import run_training
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def plain_loop(steps: int, batch: int, eval_every: int, n_eval: int) -> float:
+
+def _cfg(overrides: list[str]):
+    with initialize_config_module("ptforget.conf", version_base="1.3"):
+        return compose("train", overrides=["logger=none", "quiet=true", "checkpoint_every=0", *overrides])
+
+
+def plain_loop(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu") -> float:
     """The reference: hand-written loop with the same objective, optimizer and evaluation cadence."""
     torch.manual_seed(0)
-    task = TwoModeTask(dim=2, delta=4.0)
-    gen = GaussianMixture(task)
+    task = TwoModeTask(dim=2, delta=4.0, device=device)
+    gen = GaussianMixture(task).to(device)
     obj = ReverseKL(batch=batch)
     obj.setup(gen, task)
-    opt = torch.optim.Adam(gen.param_groups(0.01))
+    opt = torch.optim.Adam(gen.param_groups(0.01), fused=True)  # the implementation ptforget's runs use
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
         loss, _ = obj.loss(gen, step)
@@ -45,35 +64,52 @@ def plain_loop(steps: int, batch: int, eval_every: int, n_eval: int) -> float:
         opt.step()
         if step % eval_every == 0:
             m = measure(gen, task, n_eval)
-            [float(v) for v in m.values()]
+            torch.stack(list(m.values())).tolist()  # one host sync per evaluation, as ptforget
     return time.perf_counter() - t0
 
 
-def _cfg(overrides: list[str]):
-    with initialize_config_module("ptforget.conf", version_base="1.3"):
-        return compose("train", overrides=["logger=none", "quiet=true", "checkpoint_every=0", *overrides])
-
-
-def lightning_path(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu",
-                   compile: bool = False) -> float:
+def lightning_run(steps: int, batch: int, eval_every: int, n_eval: int, device: str = "cpu", compile: bool = False,
+                  seeds: int = 1) -> tuple[float, float, dict[str, Any]]:
+    """(wall of the whole run_training call, wall of its fit, summary)."""
     cfg = _cfg([f"trainer.max_steps={steps}", f"objective.batch={batch}", f"eval_every={eval_every}",
-                f"n_eval={n_eval}", f"trainer.accelerator={device}", f"compile={str(compile).lower()}"])
+                f"n_eval={n_eval}", f"trainer.accelerator={device}", f"compile={str(compile).lower()}",
+                f"seeds={seeds}"])
     with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
         summary = run_training(cfg, d)
-    return summary["wall_time_s"]
+        wall = time.perf_counter() - t0
+    return wall, summary["wall_time_s"], summary
 
 
-def seeds_rate(generator: str, seeds: int, steps: int, batched: bool, device: str) -> float:
-    """Seed-steps per second of a whole run_training call (set-up included): batched, or one seed at a time."""
-    base = [f"generator={generator}", f"trainer.max_steps={steps}", f"trainer.accelerator={device}"]
-    runs = 1 if batched else min(seeds, 4)
-    t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory() as d:
-        for k in range(runs):
-            cfg = _cfg([*base, f"seed={k}", f"seeds={seeds if batched else 1}"])
-            run_training(cfg, f"{d}/{k}")
-    wall = time.perf_counter() - t0
-    return (seeds if batched else runs) * steps / wall
+def _finals(summary: dict[str, Any]) -> tuple[float, float]:
+    members = summary.get("members", [summary])
+    return (statistics.fmean(m["final"]["weight"] for m in members),
+            statistics.fmean(m["final"]["old_mass"] for m in members))
+
+
+def _best(fn: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """(best, spread = worst / best - 1) over repeats."""
+    vals = [fn() for _ in range(repeats)]
+    return min(vals), max(vals) / min(vals) - 1
+
+
+def _overhead(repeats: int) -> None:
+    """A 20-step run (2 evaluations) through run_training, against the same 20 steps + 2 evaluations in the loop."""
+    steps, kw = 20, {"batch": 256, "eval_every": 50, "n_eval": 4096}
+    lightning_run(steps, **kw)  # warm-up: imports, first Trainer, caches
+    plain_loop(steps, **kw)
+    run, fit, plain = [], [], []
+    for _ in range(max(repeats, 5)):
+        plain.append(plain_loop(steps, **kw))
+        w, f, _ = lightning_run(steps, **kw)
+        run.append(w)
+        fit.append(f)
+    # the loop evaluates once (step 20 is not a multiple of 50); the run evaluates at steps 0 and 20
+    p, w, f = min(plain), min(run), min(fit)
+    print(f"\nper-run overhead: a {steps}-step run (best of {len(run)}; spread {max(run) / w - 1:.0%})")
+    print(f"run_training wall {1e3 * w:8.1f} ms   of which fit {1e3 * f:7.1f} ms   "
+          f"the same steps in the plain loop {1e3 * p:6.1f} ms")
+    print(f"overhead besides the steps: {1e3 * (w - p):.1f} ms per run")
 
 
 def main() -> None:
@@ -83,37 +119,104 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=50)
     ap.add_argument("--n-eval", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--seeds", default="1,8,32", help="comma-separated ensemble sizes")
-    ap.add_argument("--seed-steps", type=int, default=500, help="steps per run in the batched-seeds comparison")
-    ap.add_argument("--generator", default="gmm", help="generator of the batched-seeds comparison")
+    ap.add_argument("--seeds", default="32,256", help="comma-separated ensemble sizes")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--compile", action="store_true", help="also time the Lightning path with compile=true")
+    ap.add_argument("--peer", choices=["none", "jax"], default="none", help="also run the JAX peer")
+    ap.add_argument("--only", choices=["all", "single", "seeds", "overhead"], default="all")
+    ap.add_argument("--no-compile", action="store_true", help="skip the compile=true runs")
+    ap.add_argument("--warm-inductor-cache", action="store_true",
+                    help="keep inductor's on-disk cache (default: an empty one, so the compile time is a cold one)")
     args = ap.parse_args()
+    if not args.warm_inductor_cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
     torch.set_num_threads(1)
+    peer = None
+    if args.peer == "jax":
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        import jax
+        import jax_peer
+
+        pv = f", jax {jax.__version__} ({jax.default_backend()})"
+        if args.device == "cuda" and jax.default_backend() != "gpu":
+            pv += " - the peer is skipped: this jax has no GPU backend"
+        else:
+            peer = jax_peer
+    else:
+        pv = ""
+    load = os.getloadavg()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+          f"{pv}, 1 thread, device {args.device}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     kw = dict(steps=args.steps, batch=args.batch, eval_every=args.eval_every, n_eval=args.n_eval)
-    lightning_path(**{**kw, "steps": 20})  # warm-up: imports, first Trainer
-    plain, light = [], []
-    for _ in range(args.repeats):
-        plain.append(plain_loop(**kw))
-        light.append(lightning_path(**kw))
-    p, l = min(plain), min(light)
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
-    print(f"GMM reverse-KL, {args.steps} steps, batch {args.batch}, eval every {args.eval_every} "
-          f"(best of {args.repeats})")
-    print(f"plain loop       {p:7.3f} s   {1e3 * p / args.steps:6.3f} ms/step")
-    print(f"lightning path   {l:7.3f} s   {1e3 * l / args.steps:6.3f} ms/step")
-    print(f"ratio lightning/plain: {l / p:.2f}")
-    if args.compile:
-        lightning_path(**{**kw, "steps": 20}, compile=True)  # compile once (inductor caches the kernels)
-        c = lightning_path(**kw, compile=True)
-        print(f"lightning + torch.compile {c:7.3f} s   {1e3 * c / args.steps:6.3f} ms/step (compiled kernels cached)")
-    print(f"\nbatched seeds: {args.generator} reverse KL, {args.seed_steps} steps per run, device {args.device}")
-    print(f"{'S':>5} {'batched seed-steps/s':>22} {'sequential seed-steps/s':>25} {'speed-up':>9}")
-    seeds_rate(args.generator, 2, 20, True, args.device)  # warm-up (vmap, pretraining cache)
-    seq = seeds_rate(args.generator, 4, args.seed_steps, False, args.device)
-    for S in [int(x) for x in args.seeds.split(",")]:
-        b = seeds_rate(args.generator, S, args.seed_steps, True, args.device)
-        print(f"{S:>5} {b:>22.0f} {seq:>25.0f} {b / seq:>8.1f}x")
+    task = TwoModeTask(dim=2, delta=4.0)
+    R = args.repeats
+    if args.only in ("all", "single"):
+        lightning_run(**{**kw, "steps": 20}, device=args.device)  # warm-up: imports, first Trainer
+        if not args.no_compile:
+            t0 = time.perf_counter()
+            lightning_run(**{**kw, "steps": 2 * args.eval_every}, device=args.device, compile=True)
+            first = time.perf_counter() - t0
+        # interleaved (plain, lightning, plain, ...) so both see the same load; best of each, and the spread
+        pair = [(plain_loop(**kw, device=args.device), lightning_run(**kw, device=args.device)[1]) for _ in range(R)]
+        p, ps = min(x for x, _ in pair), max(x for x, _ in pair) / min(x for x, _ in pair) - 1
+        l, ls = min(y for _, y in pair), max(y for _, y in pair) / min(y for _, y in pair) - 1
+        print(f"\n1. one run: GMM reverse KL, {args.steps} steps, batch {args.batch}, eval every {args.eval_every} "
+              f"with {args.n_eval} samples (best of {R}; spread in brackets)")
+        print(f"plain loop            {1e3 * p / args.steps:7.4f} ms/step  [{ps:.0%}]")
+        print(f"lightning path        {1e3 * l / args.steps:7.4f} ms/step  [{ls:.0%}]   lightning / plain {l / p:.3f}"
+              " (target <= 1.1)")
+        if not args.no_compile:
+            c, cs = _best(lambda: lightning_run(**kw, device=args.device, compile=True)[1], R)
+            n0 = 2 * args.eval_every
+            compile_s = first - n0 * c / args.steps
+            gain = (l - c) / args.steps
+            print(f"compile=true          {1e3 * c / args.steps:7.4f} ms/step  [{cs:.0%}]   (compiled step cached in "
+                  f"the process)")
+            print(f"compilation: a first {n0}-step run took {first:.1f} s, i.e. ~{compile_s:.1f} s of compiling; "
+                  + (f"pays off after ~{compile_s / gain:.0f} steps" if gain > 0 else "never pays off")
+                  + f" ({1e3 * gain:.4f} ms saved per step)")
+            if gain > 0:  # the compiled step is kept for the process: later runs of the same shapes pay nothing
+                print("  compiled once per process and shape: pays off after "
+                      + ", ".join(f"~{math.ceil(compile_s / (gain * n))} runs of {n} steps" for n in (400, 2000)))
+        if peer is not None:
+            r = min((peer.run_peer(task, 1, **kw) for _ in range(R)), key=lambda r: r.steady_s)
+            print(f"jax peer              {1e3 * r.steady_s / args.steps:7.4f} ms/step          (jit compile "
+                  f"{r.compile_s:.1f} s, excluded)")
+            print(f"ratios to the peer: lightning {l / r.steady_s:.2f}x" + (
+                "" if args.no_compile else f", compile=true {c / r.steady_s:.2f}x (target <= 3)"))
+    if args.only in ("all", "seeds"):
+        print(f"\n2./3. batched seeds: GMM reverse KL, {args.steps} steps per run, whole runs (set-up, evaluations, "
+              f"summaries included); seed-steps/s (best of {R})")
+        head = f"{'S':>5} {'eager':>9} {'compile':>9}"
+        if peer is not None:
+            head += f" {'jax+jit':>9} {'jax':>9} {'ratio':>7}  final weight / old mass: ptforget | jax"
+        print(head)
+        lightning_run(**{**kw, "steps": 20}, device=args.device, seeds=2)  # warm-up
+        for S in [int(x) for x in args.seeds.split(",")]:
+            runs_e = [lightning_run(**kw, device=args.device, seeds=S) for _ in range(R)]
+            e = S * args.steps / min(r[0] for r in runs_e)
+            line = f"{S:>5} {e:>9.0f}"
+            best_c = None
+            if not args.no_compile:
+                lightning_run(**{**kw, "steps": 2 * args.eval_every}, device=args.device, seeds=S, compile=True)
+                runs_c = [lightning_run(**kw, device=args.device, seeds=S, compile=True) for _ in range(R)]
+                best_c = S * args.steps / min(r[0] for r in runs_c)
+                line += f" {best_c:>9.0f}"
+            else:
+                line += f" {'-':>9}"
+            if peer is not None:
+                res = [peer.run_peer(task, S, **kw) for _ in range(R)]
+                cold = S * args.steps / min(r.wall_s for r in res)
+                warm = S * args.steps / min(r.steady_s for r in res)
+                ours = max(e, best_c or 0.0)
+                w, m = _finals(runs_e[0][2])
+                pw, pm = float(res[0].weight.mean()), float(res[0].old_mass.mean())
+                line += (f" {cold:>9.0f} {warm:>9.0f} {ours / warm:>6.2f}x  {w:.4f} / {m:.4f} | {pw:.4f} / {pm:.4f}"
+                         f"  (|diff| {abs(w - pw):.4f} / {abs(m - pm):.4f})")
+            print(line, flush=True)
+        if peer is not None:
+            print("ratio: ptforget's best whole-run seed-steps/s over the compiled peer's (target >= 1)")
+    if args.only in ("all", "overhead"):
+        _overhead(R)
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

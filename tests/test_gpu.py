@@ -26,8 +26,6 @@ def test_runs_on_the_gpu_with_everything_on_the_device(tmp_path, generator, obje
 
     def spy(self, step):
         tensors = {"generator": list(self.generator.parameters()) + list(self.generator.buffers())}
-        if self.ensemble is not None:
-            tensors["ensemble"] = list(self.ensemble.parameters())
         for name, value in vars(self.objective).items():
             if isinstance(value, torch.nn.Module):
                 tensors[f"objective.{name}"] = list(value.parameters()) + list(value.buffers())

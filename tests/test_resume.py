@@ -18,6 +18,9 @@ CASES = {
     "gmm_ttt_archive_kl": ("objective=ttt_discover", "objective.lam=1.0", "objective.reuse.enabled=true"),
     "gmm_sdft_ema": ("objective=sdft",),
     "gmm_rkl_replay_q0_buffer": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64"),
+    "gmm_oapl_batched": ("objective=oapl", "objective.lag=40", "seeds=2"),
+    "gmm_rkl_replay_q0_buffer_batched": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64",
+                                         "seeds=2"),
 }
 
 

@@ -1,5 +1,6 @@
-"""Batched seeds: a SeedEnsemble computes exactly what separate generators compute, members are independent,
-and a multi-seed run writes one trajectory and summary per seed."""
+"""Batched seeds: a generator with batched members (natively stacked GMM / MDN, vmapped flow) computes exactly what
+separate generators compute, members are independent, and a multi-seed run writes one trajectory and summary per
+seed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptforget.ensemble import SeedEnsemble
+from ptforget.ensemble import SeedEnsemble, batched
 from ptforget.generators import GaussianMixture
 from ptforget.generators.flow import Flow
 from ptforget.generators.mdn import MixtureDensityNetwork
@@ -27,40 +28,95 @@ def _family(name: str, task: TwoModeTask):
     return Flow(task, transforms=2, hidden=[16], pretrain={"steps": 0})
 
 
-@pytest.mark.parametrize("family", ["gmm", "mdn", "flow"])
-def test_member_log_prob_and_gradient_equal_a_separate_generator(family):
-    """Perturb each member differently; the vmapped loss and its gradient equal those of standalone copies."""
+def _solo_copy(family: str, task: TwoModeTask, gen, members, k: int):
+    """A standalone generator holding member k's parameters."""
+    solo = _family(family, task)
+    solo.load_state_dict(gen.state_dict())  # buffers too (a flow's standardisation is drawn at init)
+    with torch.no_grad():
+        for p, stacked in zip(solo.parameters(), members.parameters(), strict=True):
+            p.copy_(stacked[k])
+    return solo
+
+
+def _perturbed_members(family: str, size: int = 3):
     torch.manual_seed(0)
     task = TwoModeTask(dim=2, delta=4.0)
     gen = _family(family, task)
-    ens = SeedEnsemble(gen, 3)
+    members = batched(gen, size)
+    assert members.batch_shape == (size,)
+    assert isinstance(members, SeedEnsemble) == (family == "flow")  # GMM and MDN are stacked natively
     with torch.no_grad():
-        for p in ens.stacked:
+        for p in members.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    x = task.sample("star", 64)
-    losses = ens.map(lambda g: -g.log_prob(x).mean())
+    return task, gen, members
+
+
+@pytest.mark.parametrize("family", ["gmm", "mdn", "flow"])
+def test_member_log_prob_and_gradient_equal_a_separate_generator(family):
+    """Perturb each member differently; the batched loss and its gradient equal those of standalone copies, each
+    member evaluated on its own data."""
+    task, gen, members = _perturbed_members(family)
+    x = task.sample("star", 64, (3,))
+    losses = -members.log_prob(x).mean(-1)
+    assert losses.shape == (3,)
     losses.sum().backward()
     for k in range(3):
-        solo = _family(family, task)
-        solo.load_state_dict(gen.state_dict())  # buffers too (a flow's standardisation is drawn at init)
-        with torch.no_grad():
-            for p, stacked in zip(solo.parameters(), ens.stacked, strict=True):
-                p.copy_(stacked[k])
-        loss = -solo.log_prob(x).mean()
+        solo = _solo_copy(family, task, gen, members, k)
+        loss = -solo.log_prob(x[k]).mean()
         loss.backward()
         assert torch.allclose(losses[k], loss, atol=1e-5)
-        for p, stacked in zip(solo.parameters(), ens.stacked, strict=True):
+        for p, stacked in zip(solo.parameters(), members.parameters(), strict=True):
             assert torch.allclose(stacked.grad[k], p.grad, atol=1e-5, rtol=1e-4)
 
 
-def test_members_draw_independent_samples():
-    task = TwoModeTask(dim=2, delta=4.0)
-    ens = SeedEnsemble(GaussianMixture(task), 4)
-    x = ens.map(lambda g: g.sample(256))
-    y = ens.map(lambda g: task.sample("new", 256))
+@pytest.mark.parametrize("family", ["gmm", "mdn"])
+def test_member_enumerated_reverse_kl_gradient_equals_the_exact_one(family):
+    """Reverse KL with the enumerated estimator on batched members: every member's gradient, averaged over many
+    draws, equals the exact gradient of KL(q_k || p*) of a standalone copy (by quadrature on a grid), and a batched
+    member's readout equals the copy's."""
+    from ptforget.metrics import measure
+    from ptforget.objectives import ReverseKL
+
+    task, gen, members = _perturbed_members(family)
+    obj = ReverseKL(batch=4096)
+    obj.setup(members, task)
+    reps = 8
+    for _ in range(reps):
+        losses, _ = obj.loss(members, 0)
+        (losses.sum() / reps).backward()
+    g = torch.linspace(-9, 9, 361)
+    grid = torch.cartesian_prod(g, g)
+    cell = float((g[1] - g[0]) ** 2)
+    torch.manual_seed(3)
+    m = measure(members, task, 64)
+    for k in range(3):
+        solo = _solo_copy(family, task, gen, members, k)
+        lq = solo.log_prob(grid)
+        exact = (lq.exp() * (lq - task.log_prob("star", grid))).sum() * cell
+        exact.backward()
+        for p, stacked in zip(solo.parameters(), members.parameters(), strict=True):
+            assert torch.allclose(stacked.grad[k], p.grad, atol=0.02, rtol=0.05), (k, stacked.grad[k], p.grad)
+        ms = measure(solo, task, 64)
+        for key in ("old_mass", "weight", "comp_drift", "comp_bc", "drift"):
+            assert torch.allclose(m[key][k], ms[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("family", ["gmm", "mdn", "flow"])
+def test_members_draw_independent_samples(family):
+    task, _, members = _perturbed_members(family, 4)
+    with torch.no_grad():
+        members.zero_grad()
+        for p in members.parameters():  # identical members: any difference comes from the draws
+            p.copy_(p[:1].expand_as(p))
+    x = members.sample(256)
+    y = task.sample("new", 256, members.batch_shape)
     assert x.shape == (4, 256, 2) and y.shape == (4, 256, 2)
     for k in range(1, 4):
         assert not torch.equal(x[0], x[k]) and not torch.equal(y[0], y[k])
+    # and each member's draws follow its own distribution: the mean of many draws is the member's mean
+    big = members.sample(20_000)
+    solo_mean = _solo_copy(family, task, _family(family, task), members, 0).sample(20_000).mean(0)
+    assert torch.allclose(big.mean(1), solo_mean.expand(4, -1), atol=0.1)
 
 
 def test_task_sample_matches_its_distributions():
@@ -98,12 +154,13 @@ def test_batched_run_writes_every_member_and_is_skipped_when_rerun(tmp_path):
 
 
 def test_stateful_objective_runs_seeds_one_after_another(tmp_path):
-    """fkl_replay is not batchable: its members are plain runs, byte-identical to separate seeds."""
-    cfg = compose_cfg("objective=fkl_replay", "seeds=2", "trainer.max_steps=40", "eval_every=20")
+    """TTT-Discover with its PUCT archive is not batchable: its members are plain runs, byte-identical to separate
+    seeds."""
+    obj = ("objective=ttt_discover", "objective.reuse.enabled=true")
+    cfg = compose_cfg(*obj, "seeds=2", "trainer.max_steps=40", "eval_every=20")
     s = run_training(cfg, tmp_path / "ens")
     assert s["batched"] is False and s["seeds"] == [0, 1]
-    solo = run_training(compose_cfg("objective=fkl_replay", "seed=1", "trainer.max_steps=40", "eval_every=20"),
-                        tmp_path / "solo")
+    solo = run_training(compose_cfg(*obj, "seed=1", "trainer.max_steps=40", "eval_every=20"), tmp_path / "solo")
     assert (tmp_path / "ens" / "seed1" / "trajectory.csv").read_bytes() == (tmp_path / "solo" /
                                                                             "trajectory.csv").read_bytes()
     assert solo["config_hash"] == s["members"][1]["config_hash"]
@@ -121,6 +178,38 @@ def test_batched_seeds_match_sequential_runs_in_distribution(tmp_path):
     assert b.std() > 0 and 0.5 * seq.std() < b.std() < 2 * seq.std()
 
 
+STATEFUL = {
+    "oapl": ("objective=oapl", "objective.lag=30", "objective.groups=4", "objective.group_size=8"),
+    "sdft": ("objective=sdft", "objective.alpha_ema=0.05", "objective.batch=32"),
+    "rkl_replay_q0_buffer": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64", "objective.lam=0.3",
+                             "objective.batch=32"),
+    "fkl_replay_slots": ("objective=fkl_replay", "objective.mode=fixed_slots", "objective.lam=0.3",
+                         "objective.batch=32"),
+    "ttt_discover_kl": ("objective=ttt_discover", "objective.lam=1.0", "objective.groups=2", "objective.group_size=16",
+                        "trainer.max_steps=60"),
+}
+
+
+SLOW_STATEFUL = ("fkl_replay_slots", "ttt_discover_kl")  # the suite's time budget: run with -m slow
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_STATEFUL else c
+                                  for c in STATEFUL])
+def test_batched_stateful_objectives_match_sequential_runs_in_distribution(tmp_path, case):
+    """Replay, SDFT, OAPL and TTT-Discover batch their seeds (frozen copies, EMA teachers, buffers and counters
+    carry the member dimension): the final old weight over 6 batched members has the mean and spread of 6 separate
+    runs."""
+    common = ("trainer.max_steps=100", "eval_every=100", *STATEFUL[case])
+    batched_run = run_training(compose_cfg(*common, "seeds=6"), tmp_path / "b")
+    assert batched_run["batched"] is True
+    b = np.array([m["final"]["weight"] for m in batched_run["members"]])
+    seq = np.array([run_training(compose_cfg(*common, f"seed={k}"), tmp_path / f"s{k}")["final"]["weight"]
+                    for k in range(6)])
+    se = math.sqrt(b.var(ddof=1) / 6 + seq.var(ddof=1) / 6)
+    assert abs(b.mean() - seq.mean()) < 4 * se + 1e-4, (b, seq)
+    assert len(set(b.tolist())) == 6 and 0.25 * seq.std() < b.std() < 4 * seq.std(), (b, seq)
+
+
 def test_a_diverging_member_stops_alone(tmp_path):
     """A member whose parameters go non-finite is marked diverged at that step; the others finish untouched."""
     from ptforget.module import PostTrainModule
@@ -132,7 +221,7 @@ def test_a_diverging_member_stops_alone(tmp_path):
         orig(self)
         if self.step == 15:
             with torch.no_grad():
-                self.ensemble.stacked[0][1].fill_(float("nan"))
+                next(self.generator.parameters())[1].fill_(float("nan"))
 
     PostTrainModule._optimizer_step = poisoned
     try:
@@ -180,7 +269,7 @@ def test_ensemble_follows_its_module_when_moved(family):
     module = PostTrainModule(gen, obj, task, optimizer_config(cfg), seeds=2)
     module.to(torch.float64)
     x = torch.randn(5, 2, dtype=torch.float64)
-    assert module.ensemble.map(lambda g: g.log_prob(x)).dtype == torch.float64
+    assert module.generator.log_prob(x.expand(2, -1, -1)).dtype == torch.float64
 
 
 def test_member_hashes_name_their_ensemble(tmp_path):
@@ -202,14 +291,14 @@ def test_batched_gradient_clipping_is_per_member():
     cfg = compose_cfg("objective=fkl", "seeds=3")
     task, gen, obj = build(cfg)
     module = PostTrainModule(gen, obj, task, optimizer_config(cfg), seeds=3, grad_clip=(0.5, "norm"))
-    module._opt = torch.optim.SGD(module.ensemble.param_groups(0.1))
+    module._opt = torch.optim.SGD(module.generator.param_groups(0.1))
     torch.manual_seed(0)
     scales = torch.tensor([0.01, 1.0, 100.0])  # one member under the limit, two above
-    for p in module.ensemble.stacked:
+    for p in module.generator.parameters():
         p.grad = torch.randn_like(p) * scales.view(-1, *([1] * (p.dim() - 1)))
     expected = []
     for k in range(3):
-        solo = [p.grad[k].clone() for p in module.ensemble.stacked]
+        solo = [p.grad[k].clone() for p in module.generator.parameters()]
         holders = [torch.nn.Parameter(torch.zeros_like(g)) for g in solo]
         for h, g in zip(holders, solo, strict=True):
             h.grad = g
@@ -217,5 +306,27 @@ def test_batched_gradient_clipping_is_per_member():
         expected.append([h.grad for h in holders])
     module._clip_gradients(0.5, "norm")
     for k in range(3):
-        for p, e in zip(module.ensemble.stacked, expected[k], strict=True):
+        for p, e in zip(module.generator.parameters(), expected[k], strict=True):
             assert torch.allclose(p.grad[k], e, atol=1e-6)
+
+
+def test_short_axis_kernels_equal_torch_ops():
+    """The elementwise forms used on large batched tensors equal torch's reductions, matmul and sampler."""
+    from ptforget.gaussian import categorical, logsumexp_last, small_matmul_t, sum_last
+
+    torch.manual_seed(0)
+    t = torch.randn(64, 2048, 2, requires_grad=True)
+    w = torch.randn(4, 2)
+    assert torch.allclose(sum_last(t), t.sum(-1), atol=1e-6)
+    assert torch.allclose(small_matmul_t(t, w), t @ w.T, atol=1e-5)
+    lse = logsumexp_last(t)
+    ref = torch.logsumexp(t, -1)
+    assert torch.allclose(lse, ref, atol=1e-5)
+    (g,) = torch.autograd.grad(lse.sum(), t)
+    (g_ref,) = torch.autograd.grad(ref.sum(), t)
+    assert torch.allclose(g, g_ref, atol=1e-6)
+    assert torch.equal(logsumexp_last(torch.full((70000, 2), -math.inf)), torch.full((70000,), -math.inf))
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.9, 0.05, 0.05]])
+    k = categorical(probs, 200_000)
+    freq = torch.stack([(k == j).float().mean(-1) for j in range(3)], -1)
+    assert k.shape == (2, 200_000) and torch.allclose(freq, probs, atol=0.005)

@@ -43,7 +43,8 @@ def test_wheel_installed_in_a_fresh_venv_trains_and_checks_outside_the_checkout(
     assert list((work / "outputs" / "runs").rglob("summary.json"))
     check = subprocess.run([str(venv / "bin" / "ptforget-check"), "claims=[P1]", "executor=inline",
                             "profile.families.gmm.steps=100", "profile.families.mdn.steps=100",
-                            "profile.families.flow.steps=20", "profile.families.flow.overrides=['generator.pretrain.steps=50']"],
+                            "profile.families.flow.steps=20",
+                            "profile.families.flow.overrides=['generator.pretrain.steps=50']"],
                            cwd=work, env=env, capture_output=True, text=True, timeout=600)
     assert check.returncode == 0, check.stderr[-2000:]
     assert list((work / "outputs" / "check").rglob("report.md"))

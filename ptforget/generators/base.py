@@ -3,10 +3,17 @@
 Every generator gives an exact ``log_prob``, detached ``sample``, a gradient-correct ``expectation`` and a
 ``readout(task)`` with the region view (old-region mass and conditional old mean), so GMM, MDN and flow results
 are comparable. Mixture families add the component view (weight, old mean, new mean).
+
+Batched members: a generator whose parameters carry a leading member dimension (``batch_shape = (S,)``) is S
+independent generators in one set of tensors. Every method then takes and returns tensors with that leading
+dimension (``log_prob``: x (S, n, d) -> (S, n); ``sample(n)``: (S, n, d); ``expectation``: (S,); readouts (S, ...)),
+so objectives and metrics written on the trailing axes serve one run and S members alike. Families that support it
+natively (``natively_batched``) build such a copy with ``stack(S)``; the others go through ``ptforget.ensemble``.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +31,24 @@ class Generator(nn.Module):
     has_components: bool = False
     #: ``rsample`` gives a reparameterised sample of the whole model
     supports_pathwise: bool = False
+    #: every method accepts parameters with a leading member dimension (``stack`` works)
+    natively_batched: bool = False
+    #: leading member dimensions of the parameters and of every input / output: () for one run, (S,) for S members
+    batch_shape: tuple[int, ...] = ()
+
+    def stack(self, size: int) -> Generator:
+        """A copy holding ``size`` members, each starting at this generator's parameters (buffers are shared
+        constants and stay unbatched)."""
+        if not self.natively_batched:
+            raise TypeError(f"{type(self).__name__} has no native member dimension (use ptforget.ensemble)")
+        clone = copy.deepcopy(self)
+        for name, p in self.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            mod = clone.get_submodule(owner) if owner else clone
+            stacked = p.detach().unsqueeze(0).repeat(size, *([1] * p.dim())).clone()
+            setattr(mod, leaf, nn.Parameter(stacked, requires_grad=p.requires_grad))
+        clone.batch_shape = (size,)
+        return clone
 
     def log_prob(self, x: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -64,28 +89,28 @@ class Generator(nn.Module):
         """Old-region mass and E_q[x | old region], E_q[x | new region]: by quadrature of ``log_prob`` on the
         task's grid in 1-D (no Monte-Carlo noise), by Monte Carlo with n samples otherwise."""
         grid = task.grid()
-        if grid is not None:
+        if grid is not None:  # q: (*members, n) on the grid's n nodes
             x, v = grid
-            q = v * self.log_prob(x).exp()
+            q = v * self.log_prob(x.expand(*self.batch_shape, *x.shape)).exp()
             mask = task.old_region(x).to(q.dtype)
-            z = q.sum()
-            m_old, m_new = (q * mask).sum(), (q * (1 - mask)).sum()
-            old = (q * mask) @ x / m_old.clamp_min(1e-30)
-            new = (q * (1 - mask)) @ x / m_new.clamp_min(1e-30)
+            z = q.sum(-1)
+            m_old, m_new = (q * mask).sum(-1), (q * (1 - mask)).sum(-1)
+            old = (q * mask) @ x / m_old.clamp_min(1e-30).unsqueeze(-1)
+            new = (q * (1 - mask)) @ x / m_new.clamp_min(1e-30).unsqueeze(-1)
             a, lo, hi, u = task.old_core()
             t = x @ a
             core = ((t > lo) & (t < hi)).to(q.dtype) * q
-            pos = (core @ x / core.sum().clamp_min(1e-30) - task.mu_old) @ u
+            pos = (core @ x / core.sum(-1).clamp_min(1e-30).unsqueeze(-1) - task.mu_old) @ u
             return {"region_mass": m_old / z, "region_mean": old, "new_region_mean": new, "core_pos": pos}
         x = self.sample(n)
         mask = task.old_region(x).to(x.dtype).unsqueeze(-1)
-        old = (x * mask).sum(0) / mask.sum().clamp_min(1.0)
-        new = (x * (1 - mask)).sum(0) / (1 - mask).sum().clamp_min(1.0)
+        old = (x * mask).sum(-2) / mask.sum(-2).clamp_min(1.0)
+        new = (x * (1 - mask)).sum(-2) / (1 - mask).sum(-2).clamp_min(1.0)
         a, lo, hi, u = task.old_core()
         t = x @ a
         core = ((t > lo) & (t < hi)).to(x.dtype).unsqueeze(-1)
-        pos = ((x * core).sum(0) / core.sum().clamp_min(1.0) - task.mu_old) @ u
-        return {"region_mass": mask.mean(), "region_mean": old, "new_region_mean": new, "core_pos": pos}
+        pos = ((x * core).sum(-2) / core.sum(-2).clamp_min(1.0) - task.mu_old) @ u
+        return {"region_mass": mask.mean((-2, -1)), "region_mean": old, "new_region_mean": new, "core_pos": pos}
 
     @torch.no_grad()
     def component_view(self) -> dict[str, Tensor] | None:
@@ -94,7 +119,7 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def readout(self, task: TwoModeTask, n: int = 4096) -> dict[str, Tensor]:
-        """All readouts as 0-d / 1-d tensors on the generator's device (no host sync)."""
+        """All readouts as (*batch_shape) / (*batch_shape, d) tensors on the generator's device (no host sync)."""
         out = dict(self.region_view(task, n))
         comp = self.component_view()
         if comp is not None:
@@ -111,5 +136,5 @@ def region_stats(weights: Tensor, loc: Tensor, cov: Tensor, task: TwoModeTask) -
     ac, lo, hi, u = task.old_core()
     m_lo, mean_lo = halfspace_stats(weights, loc, cov, ac, lo)
     m_hi, mean_hi = halfspace_stats(weights, loc, cov, ac, hi)
-    core = (m_lo * mean_lo - m_hi * mean_hi) / (m_lo - m_hi).clamp_min(1e-30)
+    core = (m_lo.unsqueeze(-1) * mean_lo - m_hi.unsqueeze(-1) * mean_hi) / (m_lo - m_hi).clamp_min(1e-30).unsqueeze(-1)
     return {"region_mass": mass, "region_mean": old, "new_region_mean": new, "core_pos": (core - task.mu_old) @ u}

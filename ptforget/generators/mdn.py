@@ -12,8 +12,10 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from ptforget.errors import check
+from ptforget.gaussian import categorical, logsumexp_last, sum_last
 from ptforget.generators.base import Generator, region_stats
 from ptforget.generators.mixture import mixture_component_view
 from ptforget.generators.pretrain import pretrain_mle
@@ -33,6 +35,7 @@ class MixtureDensityNetwork(Generator):
     """
 
     has_components = True
+    natively_batched = True
 
     def __init__(
         self,
@@ -84,35 +87,52 @@ class MixtureDensityNetwork(Generator):
         bias = torch.cat([torch.log(w), torch.stack(means).reshape(-1), log_s.repeat(self.K)])
         self.head.bias.copy_(bias)
 
+    def _network(self) -> Tensor:
+        """The head's output (*B, K (1 + 2 d)): one batched matmul per layer when the members are stacked."""
+        h = self.context
+        layers = [*self.trunk, self.head]
+        for layer in layers:
+            if isinstance(layer, nn.Linear):
+                w, b = layer.weight, layer.bias
+                h = F.linear(h, w, b) if w.dim() == 2 else torch.baddbmm(b.unsqueeze(-2), h.expand(
+                    w.shape[0], *h.shape[-2:]), w.mT)
+            else:
+                h = layer(h)
+        return h[..., 0, :]
+
     def params(self) -> tuple[Tensor, Tensor, Tensor]:
-        """(log_weights (K,), means (K, d), scales (K, d))."""
-        out = self.head(self.trunk(self.context))[0]
-        K, d = self.K, self.dim
-        logits, mu, log_s = out[:K], out[K:K + K * d].reshape(K, d), out[K + K * d:].reshape(K, d)
+        """(log_weights (*B, K), means (*B, K, d), scales (*B, K, d))."""
+        out = self._network()
+        K, d, B = self.K, self.dim, out.shape[:-1]
+        logits, mu, log_s = out[..., :K], out[..., K:K + K * d].reshape(*B, K, d), out[..., K + K * d:].reshape(
+            *B, K, d)
         log_s = log_s.clamp(self.min_log_scale, self.max_log_scale)
         return torch.log_softmax(logits, -1), mu, log_s.exp()
 
     def _component_log_prob(self, x: Tensor, mu: Tensor, s: Tensor) -> Tensor:
-        z = (x.unsqueeze(-2) - mu) / s
-        return -0.5 * (z**2).sum(-1) - torch.log(s).sum(-1) - 0.5 * self.dim * math.log(2 * math.pi)
+        """(*B, n, K) for x (*B, n, d)."""
+        z = (x.unsqueeze(-2) - mu.unsqueeze(-3)) / s.unsqueeze(-3)
+        return -0.5 * sum_last(z * z) - torch.log(s).sum(-1).unsqueeze(-2) - 0.5 * self.dim * math.log(2 * math.pi)
 
     def log_prob(self, x: Tensor) -> Tensor:
         log_w, mu, s = self.params()
-        return torch.logsumexp(self._component_log_prob(x, mu, s) + log_w, -1)
+        return logsumexp_last(self._component_log_prob(x, mu, s) + log_w.unsqueeze(-2))
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
         log_w, mu, s = self.params()
-        k = torch.multinomial(log_w.exp(), n, replacement=True)
-        return mu[k] + s[k] * torch.randn(n, self.dim, device=mu.device)
+        B, d = self.batch_shape, self.dim
+        k = categorical(log_w.exp(), n).unsqueeze(-1).expand(*B, n, d)
+        return torch.gather(mu, -2, k) + torch.gather(s, -2, k) * torch.randn(*B, n, d, device=mu.device)
 
     def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:
-        """Enumerate the components: exact weight gradient, pathwise within each component."""
+        """Enumerate the components: exact weight gradient, pathwise within each component; (*B,)."""
         log_w, mu, s = self.params()
-        per = max(1, math.ceil(n / self.K))
-        x = mu.unsqueeze(1) + s.unsqueeze(1) * torch.randn(self.K, per, self.dim, device=mu.device)
-        vals = f(x.reshape(-1, self.dim)).reshape(self.K, per)
-        return (log_w.exp() * vals.mean(1)).sum()
+        B, K, d = self.batch_shape, self.K, self.dim
+        per = max(1, math.ceil(n / K))
+        x = mu.unsqueeze(-2) + s.unsqueeze(-2) * torch.randn(*B, K, per, d, device=mu.device)
+        vals = f(x.reshape(*B, K * per, d)).reshape(*B, K, per)
+        return (log_w.exp() * vals.mean(-1)).sum(-1)
 
     @torch.no_grad()
     def region_view(self, task: TwoModeTask, n: int) -> dict[str, Tensor]:

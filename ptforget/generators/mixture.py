@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ptforget.errors import check, check_choice
-from ptforget.gaussian import gaussian_log_prob
+from ptforget.gaussian import categorical, gaussian_log_prob, logsumexp_last, small_matmul_t
 from ptforget.generators.base import Generator, region_stats
 from ptforget.tasks import TwoModeTask
 from ptforget.theory.population import lr_multipliers
@@ -47,6 +47,7 @@ class GaussianMixture(Generator):
     """
 
     has_components = True
+    natively_batched = True
 
     def __init__(
         self,
@@ -91,6 +92,12 @@ class GaussianMixture(Generator):
         L = q0["scale_tril"].detach().cpu()
         if covariance == "fixed":
             self.register_buffer("fixed_tril", L.clone())
+            # constants of the shared covariance, computed once (the step does not re-solve them)
+            Linv = torch.linalg.solve_triangular(L.expand(components, -1, -1), torch.eye(task.dim).expand(
+                components, -1, -1), upper=False)
+            self.register_buffer("fixed_tril_inv", Linv.contiguous(), persistent=False)
+            self.register_buffer("fixed_log_det", torch.log(torch.diagonal(L)).sum().expand(components).clone(),
+                                 persistent=False)
         elif covariance == "diag":
             log_s = torch.log(torch.diagonal(L)).clone()
             self.log_scale_old = nn.Parameter(log_s.clone())
@@ -103,27 +110,28 @@ class GaussianMixture(Generator):
 
     # ------------------------------------------------------------------ parameters
     def log_weights(self) -> Tensor:
-        """(K,) log mixture weights."""
+        """(*B, K) log mixture weights."""
+        wp = self.weight_param
         if self.weight_mode == "logit":
-            logits = torch.cat([self.weight_param, self.weight_param.new_zeros(1)])
+            logits = torch.cat([wp, wp.new_zeros(*wp.shape[:-1], 1)], -1)
             return torch.log_softmax(logits, -1)
-        w = torch.cat([self.weight_param, 1 - self.weight_param.sum(0, keepdim=True)])
+        w = torch.cat([wp, 1 - wp.sum(-1, keepdim=True)], -1)
         return torch.log(w.clamp_min(1e-30))
 
     def weights(self) -> Tensor:
         return self.log_weights().exp()
 
     def means(self) -> Tensor:
-        """(K, d) component means."""
-        return torch.cat([self.mu_old.unsqueeze(0), self.mu_rest], 0)
+        """(*B, K, d) component means."""
+        return torch.cat([self.mu_old.unsqueeze(-2), self.mu_rest], -2)
 
     def scale_trils(self) -> Tensor:
-        """(K, d, d) Cholesky factors of the component covariances."""
+        """(*B, K, d, d) Cholesky factors of the component covariances ((K, d, d), shared, when fixed)."""
         if self.cov_mode == "fixed":
             return self.fixed_tril.expand(self.K, self.dim, self.dim)
         if self.cov_mode == "diag":
-            return torch.diag_embed(torch.cat([self.log_scale_old.unsqueeze(0), self.log_scale_rest]).exp())
-        raw = torch.cat([self.tril_old.unsqueeze(0), self.tril_rest]).tril()
+            return torch.diag_embed(torch.cat([self.log_scale_old.unsqueeze(-2), self.log_scale_rest], -2).exp())
+        raw = torch.cat([self.tril_old.unsqueeze(-3), self.tril_rest], -3).tril()
         diag = torch.diagonal(raw, dim1=-2, dim2=-1)
         return raw - torch.diag_embed(diag) + torch.diag_embed(diag.exp())
 
@@ -151,13 +159,15 @@ class GaussianMixture(Generator):
     def project_(self) -> None:
         if self.weight_mode != "direct":
             return
-        w = torch.cat([self.weight_param, 1 - self.weight_param.sum(0, keepdim=True)])
+        w = torch.cat([self.weight_param, 1 - self.weight_param.sum(-1, keepdim=True)], -1)
         w = w.clamp(self.weight_clip, 1 - self.weight_clip)
-        w = w / w.sum()
-        self.weight_param.copy_(w[:-1])
+        w = w / w.sum(-1, keepdim=True)
+        self.weight_param.copy_(w[..., :-1])
 
     # ------------------------------------------------------------------ density
     def _tril_terms(self) -> tuple[Tensor, Tensor, Tensor]:
+        if self.cov_mode == "fixed":
+            return self.scale_trils(), self.fixed_tril_inv, self.fixed_log_det
         L = self.scale_trils()
         eye = torch.eye(self.dim, dtype=L.dtype, device=L.device).expand_as(L)
         Linv = torch.linalg.solve_triangular(L, eye, upper=False)
@@ -165,35 +175,43 @@ class GaussianMixture(Generator):
         return L, Linv, log_det
 
     def component_log_prob(self, x: Tensor) -> Tensor:
-        """(n, K) log N(x; mu_k, Sigma_k)."""
+        """(*B, n, K) log N(x; mu_k, Sigma_k) for x (*B, n, d)."""
         _, Linv, log_det = self._tril_terms()
         return gaussian_log_prob(x, self.means(), Linv, log_det)
 
     def log_prob(self, x: Tensor) -> Tensor:
-        return torch.logsumexp(self.component_log_prob(x) + self.log_weights(), -1)
+        return logsumexp_last(self.component_log_prob(x) + self.log_weights().unsqueeze(-2))
 
     def responsibilities(self, x: Tensor) -> Tensor:
-        """(n, K) posterior component probabilities w_k(x)."""
-        return torch.softmax(self.component_log_prob(x) + self.log_weights(), -1)
+        """(*B, n, K) posterior component probabilities w_k(x)."""
+        return torch.softmax(self.component_log_prob(x) + self.log_weights().unsqueeze(-2), -1)
 
     @torch.no_grad()
     def sample(self, n: int) -> Tensor:
-        k = torch.multinomial(self.weights(), n, replacement=True)
-        eps = torch.randn(n, self.dim, device=self.device)
+        B, d = self.batch_shape, self.dim
+        k = categorical(self.weights(), n)
+        eps = torch.randn(*B, n, d, device=self.device)
+        mu = torch.gather(self.means(), -2, k.unsqueeze(-1).expand(*B, n, d))
+        if self.cov_mode == "fixed":  # one shared factor: no per-sample gather
+            return mu + small_matmul_t(eps, self.fixed_tril)
         L = self.scale_trils()
-        return self.means()[k] + torch.einsum("nij,nj->ni", L[k], eps)
+        Lk = torch.gather(L, -3, k[..., None, None].expand(*B, n, d, d))
+        return mu + (Lk @ eps.unsqueeze(-1)).squeeze(-1)
 
     def component_rsample(self, n: int) -> Tensor:
-        """(K, n, d) reparameterised samples from every component (gradient to means and scales)."""
-        eps = torch.randn(self.K, n, self.dim, device=self.device)
-        return self.means().unsqueeze(1) + torch.einsum("kij,knj->kni", self.scale_trils(), eps)
+        """(*B, K, n, d) reparameterised samples from every component (gradient to means and scales)."""
+        eps = torch.randn(*self.batch_shape, self.K, n, self.dim, device=self.device)
+        if self.cov_mode == "fixed":
+            return self.means().unsqueeze(-2) + small_matmul_t(eps, self.fixed_tril)
+        return self.means().unsqueeze(-2) + eps @ self.scale_trils().mT
 
     def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:
-        """sum_k w_k E_{N(mu_k, Sigma_k)}[f]: exact in the weights, pathwise in each component."""
-        per = max(1, math.ceil(n / self.K))
+        """sum_k w_k E_{N(mu_k, Sigma_k)}[f]: exact in the weights, pathwise in each component; (*B,)."""
+        B, K = self.batch_shape, self.K
+        per = max(1, math.ceil(n / K))
         x = self.component_rsample(per)
-        vals = f(x.reshape(-1, self.dim)).reshape(self.K, per)
-        return (self.weights() * vals.mean(1)).sum()
+        vals = f(x.reshape(*B, K * per, self.dim)).reshape(*B, K, per)
+        return (self.weights() * vals.mean(-1)).sum(-1)
 
     # ------------------------------------------------------------------ readout
     @torch.no_grad()
@@ -208,17 +226,19 @@ class GaussianMixture(Generator):
 
 
 def mixture_component_view(w: Tensor, mu: Tensor, L: Tensor) -> dict[str, Tensor]:
-    """Old weight, old mean, weight-averaged new mean and BC(old, first new) of a mixture (component 0 = old)."""
-    rest = w[1:] / w[1:].sum()
-    return {"weight": w[0], "comp_old_mean": mu[0], "comp_new_mean": (rest.unsqueeze(-1) * mu[1:]).sum(0),
-            "comp_bc": gaussian_bc(mu[0], L[0], mu[1], L[1])}
+    """Old weight, old mean, weight-averaged new mean and BC(old, first new) of a mixture (component 0 = old);
+    w (*B, K), mu (*B, K, d), L (*B or nothing, K, d, d)."""
+    rest = w[..., 1:] / w[..., 1:].sum(-1, keepdim=True)
+    return {"weight": w[..., 0], "comp_old_mean": mu[..., 0, :],
+            "comp_new_mean": (rest.unsqueeze(-1) * mu[..., 1:, :]).sum(-2),
+            "comp_bc": gaussian_bc(mu[..., 0, :], L[..., 0, :, :], mu[..., 1, :], L[..., 1, :, :])}
 
 
 def gaussian_bc(mu1: Tensor, L1: Tensor, mu2: Tensor, L2: Tensor) -> Tensor:
-    """Bhattacharyya coefficient between N(mu1, L1 L1') and N(mu2, L2 L2') (closed form)."""
-    S1, S2 = L1 @ L1.T, L2 @ L2.T
+    """Bhattacharyya coefficient between N(mu1, L1 L1') and N(mu2, L2 L2') (closed form; leading dims broadcast)."""
+    S1, S2 = L1 @ L1.mT, L2 @ L2.mT
     S = 0.5 * (S1 + S2)
     d = mu1 - mu2
-    maha = d @ torch.linalg.solve(S, d)
+    maha = (d * torch.linalg.solve(S, d.unsqueeze(-1)).squeeze(-1)).sum(-1)
     logdet = torch.logdet(S) - 0.5 * (torch.logdet(S1) + torch.logdet(S2))
     return torch.exp(-(maha / 8 + logdet / 2))

@@ -24,8 +24,9 @@ class Objective:
     name: str = "objective"
     #: estimators this objective accepts; subclasses narrow it
     estimators: tuple[str, ...] = ()
-    #: the loss is a pure function of the generator and fresh samples (no per-run state), so batched seeds can
-    #: vmap it over a SeedEnsemble; stateful objectives run their seeds one after another
+    #: the loss accepts a generator with batched members (a leading member dimension, see
+    #: ``ptforget.generators.base``) and returns one loss per member, keeping any per-run state per member;
+    #: objectives without it run their seeds one after another
     batchable: bool = False
 
     def __init__(self, batch: int = 256) -> None:
@@ -81,13 +82,14 @@ def resolve_estimator(estimator: str, generator: Generator, allowed: tuple[str, 
 def score_surrogate(log_q: Tensor, cost: Tensor) -> Tensor:
     """Score-function surrogate whose gradient is an unbiased estimate of grad E_q[cost].
 
-    ``cost`` is detached and centred with the batch-mean baseline rescaled by n/(n-1), which equals the
-    leave-one-out baseline and keeps the estimator unbiased; the surrogate's value is not the objective.
+    Reduces the last (sample) axis: one surrogate per member for batched members. ``cost`` is detached and
+    centred with the batch-mean baseline rescaled by n/(n-1), which equals the leave-one-out baseline and keeps the
+    estimator unbiased; the surrogate's value is not the objective.
     """
     cost = cost.detach()
-    n = cost.shape[0]
-    adv = (cost - cost.mean()) * (n / max(n - 1, 1))
-    return (adv * log_q).mean()
+    n = cost.shape[-1]
+    adv = (cost - cost.mean(-1, keepdim=True)) * (n / max(n - 1, 1))
+    return (adv * log_q).mean(-1)
 
 
 def frozen_copy(generator: Generator) -> Generator:

@@ -1,4 +1,8 @@
-"""Forward KL (SFT on new data) and reverse KL (on-policy, to p*)."""
+"""Forward KL (SFT on new data) and reverse KL (on-policy, to p*).
+
+Both are written on the trailing (sample, coordinate) axes, so a generator with batched members gets one loss per
+member (``(S,)``) from the same code.
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,13 @@ class ForwardKL(Objective):
         check_choice(target, "objective.target", TARGETS)
         self.target = target
 
-    def data(self, step: int) -> Tensor:
-        """A batch of training data (off-policy, from the task)."""
+    def data(self, step: int, shape: tuple[int, ...] = ()) -> Tensor:
+        """A batch of training data (off-policy, from the task), (*shape, batch, d): one per member."""
         assert self.task is not None
-        return self.task.sample(self.target, self.batch)
+        return self.task.sample(self.target, self.batch, shape)
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        nll = -generator.log_prob(self.data(step)).mean()
+        nll = -generator.log_prob(self.data(step, generator.batch_shape)).mean(-1)
         return nll, {"nll": nll.detach()}
 
 
@@ -67,10 +71,10 @@ class ReverseKL(Objective):
             x = generator.sample(self.batch)
             log_q = generator.log_prob(x)
             ell = log_q.detach() - log_p(x)
-            return score_surrogate(log_q, ell), {"kl": ell.mean()}
+            return score_surrogate(log_q, ell), {"kl": ell.mean(-1)}
         if self.estimator == "pathwise":
             x, log_q = generator.rsample_and_log_prob(self.batch)
-            kl = (log_q - log_p(x)).mean()
+            kl = (log_q - log_p(x)).mean(-1)
             return kl, {"kl": kl.detach()}
         kl = generator.expectation(lambda x: generator.log_prob(x) - log_p(x), self.batch)
         return kl, {"kl": kl.detach()}

@@ -62,6 +62,7 @@ class OAPL(Objective):
     """
 
     name = "oapl"
+    batchable = True  # q_lag is a copy of the (batched) generator: one lagged copy per member
 
     def __init__(self, groups: int = 16, group_size: int = 16, beta1: float = 1.0, beta2: float | None = None,
                  lag: int | float | None = 100, reward: str = "new_bump") -> None:
@@ -103,17 +104,18 @@ class OAPL(Objective):
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
         assert self.task is not None
+        B = generator.batch_shape
         with torch.no_grad():
             x = self.q_lag.sample(self.batch)
             log_lag = self.q_lag.log_prob(x)
-            r = self.task.reward(x, self.reward).reshape(self.groups, self.group_size)
+            r = self.task.reward(x, self.reward).reshape(*B, self.groups, self.group_size)
             v = v_star(r, self.beta1)
-            target = (r - v.unsqueeze(-1)).reshape(-1)
+            target = (r - v.unsqueeze(-1)).reshape(*B, -1)
         ratio = generator.log_prob(x) - log_lag
         res = self.beta2 * ratio - target
-        loss = (res**2).mean()
-        return loss, {"residual_sq": loss.detach(), "v_star": v.mean(), "reward": r.mean(),
-                      "log_ratio": ratio.detach().mean(), "lag_syncs": self._syncs}
+        loss = (res**2).mean(-1)
+        return loss, {"residual_sq": loss.detach(), "v_star": v.mean(-1), "reward": r.mean((-2, -1)),
+                      "log_ratio": ratio.detach().mean(-1), "lag_syncs": self._syncs}
 
     def state_dict(self) -> dict[str, Any]:
         return {"q_lag": self.q_lag.state_dict(), "n_syncs": self.n_syncs}

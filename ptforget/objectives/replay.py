@@ -56,7 +56,7 @@ def replay_slots(lam: float, batch: int) -> int:
 class _Replay:
     """Replay source, buffer and the starvation counters shared by the two replay objectives."""
 
-    batchable = False  # running counters and buffers are per-run state
+    batchable = True  # buffers, counters and the q0 copy carry the generator's member dimension
     lam: float
     source: str
     buffer: int | None
@@ -84,23 +84,25 @@ class _Replay:
 
     def _setup_replay(self, generator: Generator, task: TwoModeTask) -> None:
         dev = generator.device
+        self._shape = generator.batch_shape  # one buffer, counter and q0 per member
         if self.source == "q0":
             self._q0 = frozen_copy(generator)
         if self.buffer is not None:
             self._buf = self._source_sample(self.buffer, fresh=True)
         self._n_batches = torch.zeros((), device=dev)
-        self._n_starved = torch.zeros((), device=dev)
+        self._n_starved = torch.zeros(self._shape, device=dev)
 
     def _source_sample(self, n: int, fresh: bool = False) -> Tensor:
-        """n samples of the replay source (from the buffer, if there is one and ``fresh`` is False)."""
+        """(*members, n, d) samples of the replay source (from the buffer, if there is one and ``fresh`` is False)."""
+        B = self._shape
         if self._buf is not None and not fresh:
-            idx = torch.randint(self._buf.shape[0], (n,), device=self._buf.device)
-            return self._buf[idx]
+            idx = torch.randint(self._buf.shape[-2], (*B, n), device=self._buf.device)
+            return torch.gather(self._buf, -2, idx.unsqueeze(-1).expand(*B, n, self._buf.shape[-1]))
         if self.source == "q0":
             assert self._q0 is not None
             return self._q0.sample(n)
         assert self.task is not None
-        return self.task.p_old.sample((n,))
+        return self.task.p_old.sample((*B, n))
 
     def _source_log_prob(self, x: Tensor) -> Tensor:
         if self.source == "q0":
@@ -110,9 +112,9 @@ class _Replay:
         return self.task.p_old.log_prob(x)
 
     def _starvation(self, x: Tensor) -> Tensor:
-        """Update the running counters with this batch; return the running starved fraction."""
+        """Update the running counters with this batch; return the running starved fraction (per member)."""
         assert self.task is not None
-        starved = (~self.task.old_region(x).any()).to(self._n_starved.dtype)
+        starved = (~self.task.old_region(x).any(-1)).to(self._n_starved.dtype)
         self._n_starved = self._n_starved + starved
         self._n_batches = self._n_batches + 1
         return self._n_starved / self._n_batches
@@ -157,20 +159,20 @@ class ForwardKLReplay(_Replay, ForwardKL):
         super().setup(generator, task)
         self._setup_replay(generator, task)
 
-    def data(self, step: int) -> Tensor:
-        new = super().data(step)
+    def data(self, step: int, shape: tuple[int, ...] = ()) -> Tensor:
+        new = super().data(step, shape)
         if self.lam == 0:
             return new
         if self.mode == "fixed_slots":
             k = replay_slots(self.lam, self.batch)
-            return torch.cat([self._source_sample(k), new[k:]])
+            return torch.cat([self._source_sample(k), new[..., k:, :]], -2)
         rep = self._source_sample(self.batch)
-        mask = torch.rand(self.batch, device=new.device) < self.lam
+        mask = torch.rand(*shape, self.batch, device=new.device) < self.lam
         return torch.where(mask.unsqueeze(-1), rep, new)
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
-        x = self.data(step)
-        nll = -generator.log_prob(x).mean()
+        x = self.data(step, generator.batch_shape)
+        nll = -generator.log_prob(x).mean(-1)
         return nll, {"nll": nll.detach(), "starved_frac": self._starvation(x)}
 
     def state_dict(self) -> dict[str, Any]:
@@ -212,7 +214,7 @@ class ReverseKLReplay(_Replay, ReverseKL):
     def setup(self, generator: Generator, task: TwoModeTask) -> None:
         super().setup(generator, task)
         self._setup_replay(generator, task)
-        self._max_w = torch.zeros((), device=generator.device)
+        self._max_w = torch.zeros(generator.batch_shape, device=generator.device)
 
     @property
     def lam_effective(self) -> float:
@@ -225,10 +227,10 @@ class ReverseKLReplay(_Replay, ReverseKL):
             return generator.sample(self.batch)
         if self.mode == "fixed_slots":
             k = replay_slots(self.lam, self.batch)
-            return torch.cat([self._source_sample(k), generator.sample(self.batch - k)])
+            return torch.cat([self._source_sample(k), generator.sample(self.batch - k)], -2)
         own = generator.sample(self.batch)
         rep = self._source_sample(self.batch)
-        mask = torch.rand(self.batch, device=own.device) < self.lam
+        mask = torch.rand(*generator.batch_shape, self.batch, device=own.device) < self.lam
         return torch.where(mask.unsqueeze(-1), rep, own)
 
     def log_weights(self, log_q: Tensor, x: Tensor) -> Tensor:
@@ -244,16 +246,18 @@ class ReverseKLReplay(_Replay, ReverseKL):
         log_q = generator.log_prob(x)
         cost = (log_q - self._log_p(x)).detach()
         w = self.log_weights(log_q.detach(), x).exp()
-        sw, swc = w.sum(), (w * cost).sum()
-        n = x.shape[0]
+        sw, swc = w.sum(-1, keepdim=True), (w * cost).sum(-1, keepdim=True)
+        n = x.shape[-2]
         if n > 1:
             base = (swc - w * cost) / (sw - w).clamp_min(1e-30)
         else:
             base = torch.zeros_like(cost)
-        surrogate = (w * (cost - base) * log_q).mean()
-        self._max_w = torch.maximum(self._max_w, w.max())
-        logs = {"kl": swc / sw, "max_is_weight": self._max_w, "is_weight_max": w.max(),
-                "ess_frac": sw**2 / (w**2).sum() / n, "starved_frac": self._starvation(x)}
+        surrogate = (w * (cost - base) * log_q).mean(-1)
+        w_max = w.amax(-1)
+        self._max_w = torch.maximum(self._max_w, w_max)
+        sw, swc = sw.squeeze(-1), swc.squeeze(-1)
+        logs = {"kl": swc / sw, "max_is_weight": self._max_w, "is_weight_max": w_max,
+                "ess_frac": sw**2 / (w**2).sum(-1) / n, "starved_frac": self._starvation(x)}
         return surrogate, logs
 
     def state_dict(self) -> dict[str, Any]:

@@ -64,11 +64,11 @@ def mixture_parts(generator: Generator) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def mixture_log_prob(x: Tensor, log_w: Tensor, mu: Tensor, L: Tensor) -> Tensor:
-    """log sum_k w_k N(x; mu_k, L_k L_k') (differentiable in x)."""
+    """log sum_k w_k N(x; mu_k, L_k L_k') (differentiable in x; leading member dimensions broadcast)."""
     eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
     Linv = torch.linalg.solve_triangular(L, eye, upper=False)
     log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    return torch.logsumexp(gaussian_log_prob(x, mu, Linv, log_det) + log_w, -1)
+    return torch.logsumexp(gaussian_log_prob(x, mu, Linv, log_det) + log_w.unsqueeze(-2), -1)
 
 
 def icl_condition(log_w: Tensor, mu: Tensor, L: Tensor, demos: Tensor, kappa: float) -> Tensor:
@@ -125,6 +125,12 @@ class SDFT(Objective):
         self.direction, self.estimator = direction, estimator
         self.demos, self.kappa, self.demo_pool = demos, float(kappa), demo_pool
         self.n_syncs = 0
+
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        """The anchor teacher is an EMA copy of the (batched) generator, one per member; the icl teacher's
+        demonstration pool and per-component conditioning are per-run state written for one run."""
+        return self.teacher == "anchor"
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -191,19 +197,21 @@ class SDFT(Objective):
                 return a.log_prob(x)
             return torch.logaddexp(math.log1p(-lam) + ema.log_prob(x), math.log(lam) + a.log_prob(x))
 
+        B = ema.batch_shape
+
         def sample_t(n: int) -> Tensor:
             if lam == 0:
                 return ema.sample(n)
-            xa = a.sample((n,))
+            xa = a.sample((*B, n))
             if lam == 1:
                 return xa
-            mask = torch.rand(n, device=xa.device) < lam
+            mask = torch.rand(*B, n, device=xa.device) < lam
             return torch.where(mask.unsqueeze(-1), xa, ema.sample(n))
 
         w = None
         if ema.has_components:
             with torch.no_grad():
-                w = (1 - lam) * mixture_parts(ema)[0][0].exp() + lam * self._a_weight
+                w = (1 - lam) * mixture_parts(ema)[0][..., 0].exp() + lam * self._a_weight
         return log_t, sample_t, w
 
     # ------------------------------------------------------------------ loss
@@ -215,18 +223,18 @@ class SDFT(Objective):
         if self.direction == "forward":
             x = sample_t(self.batch).detach()
             log_q = generator.log_prob(x)
-            loss = -log_q.mean()
-            logs["kl"] = (log_t(x) - log_q).mean().detach()
+            loss = -log_q.mean(-1)
+            logs["kl"] = (log_t(x) - log_q).mean(-1).detach()
             return loss, logs
         if self.estimator == "score":
             x = generator.sample(self.batch)
             log_q = generator.log_prob(x)
             cost = log_q.detach() - log_t(x)
-            logs["kl"] = cost.mean().detach()
+            logs["kl"] = cost.mean(-1).detach()
             return score_surrogate(log_q, cost), logs
         if self.estimator == "pathwise":
             x, log_q = generator.rsample_and_log_prob(self.batch)
-            kl = (log_q - log_t(x)).mean()
+            kl = (log_q - log_t(x)).mean(-1)
         else:
             kl = generator.expectation(lambda x: generator.log_prob(x) - log_t(x), self.batch)
         logs["kl"] = kl.detach()

@@ -65,9 +65,10 @@ def kl_to_uniform(beta: Tensor, r: Tensor) -> Tensor:
 
 def adaptive_beta(r: Tensor, kl_budget: float = math.log(2), beta_max: float = BETA_MAX,
                   n_bisect: int = N_BISECT) -> Tensor:
-    """Per-group beta with KL(softmax(beta r) || uniform) = kl_budget (float64; 0 for constant groups)."""
+    """Per-group beta with KL(softmax(beta r) || uniform) = kl_budget (float64; 0 for constant groups); r (..., G, K)
+    -> (..., G)."""
     r = r.double()
-    hi = torch.ones(r.shape[0], dtype=r.dtype, device=r.device)
+    hi = torch.ones(r.shape[:-1], dtype=r.dtype, device=r.device)
     for _ in range(math.ceil(math.log2(beta_max)) + 1):
         grow = (kl_to_uniform(hi, r) < kl_budget) & (hi < beta_max)
         hi = torch.where(grow, (2 * hi).clamp(max=beta_max), hi)
@@ -170,6 +171,11 @@ class TTTDiscover(Objective):
 
     name = "ttt_discover"
 
+    @property
+    def batchable(self) -> bool:  # type: ignore[override]
+        """q0 is a copy of the (batched) generator, one per member; the PUCT archive is one run's state."""
+        return not self.reuse["enabled"]
+
     def __init__(self, groups: int = 4, group_size: int = 64, reward: str = "new_bump", beta: str | float = "adaptive",
                  kl_budget: float | None = None, lam: float = 0.0, reuse: dict[str, Any] | None = None) -> None:
         check(_int(groups, 1), "objective.groups", groups, "an integer >= 1")
@@ -239,7 +245,7 @@ class TTTDiscover(Objective):
         if self.beta == "adaptive":
             beta = adaptive_beta(r, self.kl_budget)
         else:
-            beta = torch.full((r.shape[0],), float(self.beta), dtype=torch.float64, device=r.device)
+            beta = torch.full(r.shape[:-1], float(self.beta), dtype=torch.float64, device=r.device)
         return entropic_advantages(r, beta), beta
 
     def loss(self, generator: Generator, step: int) -> tuple[Tensor, dict[str, Tensor]]:
@@ -256,17 +262,18 @@ class TTTDiscover(Objective):
             x = torch.cat([prop, own], 0).reshape(G * K, -1)
         else:
             x = generator.sample(G * K)
-        r = self.task.reward(x, self.reward).reshape(G, K)
+        B = generator.batch_shape
+        r = self.task.reward(x, self.reward).reshape(*B, G, K)
         adv, beta = self.advantages(r)
-        adv = adv.reshape(-1)
+        adv = adv.reshape(*B, -1)
         log_q = generator.log_prob(x)
         d = (log_q.detach() - self.q0.log_prob(x)).detach()
         if self.lam > 0:
-            adv = adv + self.lam * (d.mean() - d)
-        loss = -(adv.detach() * log_q).mean()
+            adv = adv + self.lam * (d.mean(-1, keepdim=True) - d)
+        loss = -(adv.detach() * log_q).mean(-1)
         if self.archive is not None:
             self.archive.update(parents, prop, r[:g_re])
             logs["archive_best"] = self.archive.best()
-        logs.update({"reward_mean": r.mean(), "reward_max": r.max(), "beta": beta.mean().float(),
-                     "adv_max": adv.max(), "kl_q0": d.mean()})
+        logs.update({"reward_mean": r.mean((-2, -1)), "reward_max": r.amax((-2, -1)),
+                     "beta": beta.mean(-1).float(), "adv_max": adv.amax(-1), "kl_q0": d.mean(-1)})
         return loss, logs
