@@ -6,6 +6,7 @@ as a zero-width interval), and non-finite values are left out.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,11 +67,12 @@ def t_cdf(t: float, df: float) -> float:
     return 1.0 - tail if t > 0 else tail
 
 
+@functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: float) -> float:
     """Quantile (inverse CDF) of Student's t with ``df > 0`` degrees of freedom, 0 < p < 1.
 
     Bisection on :func:`t_cdf`; agrees with ``scipy.stats.t.ppf`` to ~1e-10 relative. ``df=inf`` gives the
-    normal quantile.
+    normal quantile. Cached: figures ask for the same few (p, df) at every point of every band.
     """
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be in (0, 1), got {p}")

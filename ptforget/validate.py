@@ -740,7 +740,7 @@ FAMILY_KEYS = ("seeds", "steps", "overrides", "sgd")
 
 def check_profile(p: dict[str, Any]) -> None:
     """A check profile: its keys, counts, grids and per-family settings (seeds, steps, overrides, sgd)."""
-    allowed = ("name", "families", "forgetting_threshold", *PROFILE_INTS, *PROFILE_LISTS)
+    allowed = ("name", "families", "forgetting_threshold", "control_factor", *PROFILE_INTS, *PROFILE_LISTS)
     for k in p:
         check(k in allowed, f"profile.{k}", p[k], "a key of profile: " + ", ".join(map(repr, allowed)))
     check(isinstance(p.get("name", ""), str), "profile.name", p.get("name"), "a string")
@@ -754,6 +754,9 @@ def check_profile(p: dict[str, Any]) -> None:
                   f"a non-empty list of {allowed_text}")
     ft = p.get("forgetting_threshold", 0.1)
     check(is_number(ft) and 0 < ft < 1, "profile.forgetting_threshold", ft, "a fraction of beta* in (0, 1)")
+    cf = p.get("control_factor", 3)
+    check(is_number(cf) and 1 < cf <= 10, "profile.control_factor", cf,
+          "a number in (1, 10]: a longer-run control trains this many times the run's steps")
     fams = p.get("families")
     check(isinstance(fams, dict) and fams, "profile.families", fams,
           "a mapping of generator family -> {seeds, steps, overrides, sgd}")

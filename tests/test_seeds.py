@@ -181,6 +181,7 @@ def test_batched_seeds_match_sequential_runs_in_distribution(tmp_path):
 STATEFUL = {
     "oapl": ("objective=oapl", "objective.lag=30", "objective.groups=4", "objective.group_size=8"),
     "sdft": ("objective=sdft", "objective.alpha_ema=0.05", "objective.batch=32"),
+    "sdft_icl": ("objective=sdft", "objective.teacher=icl", "objective.alpha_ema=0.05", "objective.batch=32"),
     "rkl_replay_q0_buffer": ("objective=rkl_replay", "objective.source=q0", "objective.buffer=64", "objective.lam=0.3",
                              "objective.batch=32"),
     "fkl_replay_slots": ("objective=fkl_replay", "objective.mode=fixed_slots", "objective.lam=0.3",
@@ -196,9 +197,9 @@ SLOW_STATEFUL = ("fkl_replay_slots", "ttt_discover_kl")  # the suite's time budg
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW_STATEFUL else c
                                   for c in STATEFUL])
 def test_batched_stateful_objectives_match_sequential_runs_in_distribution(tmp_path, case):
-    """Replay, SDFT, OAPL and TTT-Discover batch their seeds (frozen copies, EMA teachers, buffers and counters
-    carry the member dimension): the final old weight over 6 batched members has the mean and spread of 6 separate
-    runs."""
+    """Replay, SDFT (both teachers), OAPL and TTT-Discover batch their seeds (frozen copies, EMA teachers,
+    demonstration pools, buffers and counters carry the member dimension): the final old weight over 6 batched
+    members has the mean and spread of 6 separate runs."""
     common = ("trainer.max_steps=100", "eval_every=100", *STATEFUL[case])
     batched_run = run_training(compose_cfg(*common, "seeds=6"), tmp_path / "b")
     assert batched_run["batched"] is True

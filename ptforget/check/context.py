@@ -3,6 +3,7 @@ theory config of a run, and where figures go."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ class Context:
         self.profile = cfg.profile
         self.out = Path(out)
         self._compose = compose
-        self._configs: dict[tuple[RunSpec, int | None], DictConfig] = {}
+        self._configs: dict[tuple, DictConfig] = {}
 
     # ------------------------------------------------------------------ profile
     @property
@@ -48,6 +49,11 @@ class Context:
 
     def steps(self, family: str) -> int:
         return int(self.family(family).steps)
+
+    def control_steps(self, steps: int) -> int:
+        """Length of a longer-run control: ``profile.control_factor`` x the run's own steps (did the gap close
+        with more training, or does the run settle elsewhere?)."""
+        return round(float(self.profile.get("control_factor", 3)) * steps)
 
     def sgd(self, family: str, batch: bool = True) -> list[str]:
         """Overrides for plain SGD at the family's profile settings (the theory's dynamics: gradient descent);
@@ -78,11 +84,46 @@ class Context:
         return o + ([f"seeds={int(seeds)}"] if seeds > 1 else [])
 
     def config(self, spec: RunSpec, seed: int = 0, seeds: int = 1) -> DictConfig:
-        """The composed training config of ``spec`` (seed ``seed``; ``seeds`` > 1: a batched run)."""
-        key = (spec, seed, seeds)
+        """The composed training config of ``spec`` (seed ``seed``; ``seeds`` > 1: a batched run).
+
+        Hydra composes each distinct list of overrides once (~0.1 s a call: the check's planning and judging
+        would otherwise spend most of their time composing); another seed or member count is the same config
+        with ``seed`` / ``seeds`` set, which is exactly what composing with those overrides gives (no other key
+        interpolates them; a test compares the two).
+        """
+        base = tuple(self.overrides(spec))
+        if base not in self._configs:
+            self._configs[base] = self._compose_fast(list(base))
+        key = (base, int(seed), int(seeds))
         if key not in self._configs:
-            self._configs[key] = self._compose(self.overrides(spec, seed, seeds))
+            cfg = self._configs[base]
+            if (seed, seeds) != (0, 1):
+                cfg = cfg.copy()
+                cfg.seed, cfg.seeds = int(seed), int(seeds)
+            self._configs[key] = cfg
         return self._configs[key]
+
+    def _compose_fast(self, overrides: list[str]) -> DictConfig:
+        """Hydra's composition, with its expensive part done once per set of config-group choices: the groups
+        (``objective=sdft``, ...) are composed by Hydra, then the value overrides are applied the way Hydra
+        applies them (parsed by its override parser, ``OmegaConf.update(..., merge=True)`` in order on the
+        struct config). Anything else (``+key``, ``~key``, a package) goes through Hydra whole."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        groups = _config_groups()
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        if any(o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None
+               or o.key_or_group.split(".")[0] == "hydra" for o in parsed):
+            return self._compose(overrides)
+        choice = tuple(o.input_line for o in parsed if o.key_or_group in groups)
+        key = ("groups", choice)
+        if key not in self._configs:
+            self._configs[key] = self._compose(list(choice))
+        cfg = self._configs[key].copy()
+        for o in parsed:
+            if o.key_or_group not in groups:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=True)
+        return cfg
 
     def theory(self, spec: RunSpec, **extra: Any):
         """The theory engine's TheoryConfig for the run of ``spec`` (``extra`` overrides fields)."""
@@ -108,6 +149,15 @@ class Context:
         from ptforget import plots
 
         return plots
+
+
+@functools.cache
+def _config_groups() -> frozenset[str]:
+    """The training config's groups (folders of ``ptforget.conf``)."""
+    from importlib import resources
+
+    return frozenset(p.name for p in resources.files("ptforget.conf").iterdir() if p.is_dir() and p.name != "hydra"
+                     and not p.name.startswith("_"))
 
 
 def families_of(specs: Sequence[RunSpec]) -> list[str]:

@@ -54,7 +54,7 @@ def _num(v: Any) -> bool:
 
 
 def mixture_parts(generator: Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """(log weights (K,), means (K, d), Cholesky factors (K, d, d)) of a mixture-family generator."""
+    """(log weights (*B, K), means (*B, K, d), Cholesky factors ((*B,) K, d, d)) of a mixture-family generator."""
     if isinstance(generator, GaussianMixture):
         return generator.log_weights(), generator.means(), generator.scale_trils()
     if isinstance(generator, MixtureDensityNetwork):
@@ -72,17 +72,28 @@ def mixture_log_prob(x: Tensor, log_w: Tensor, mu: Tensor, L: Tensor) -> Tensor:
 
 
 def icl_condition(log_w: Tensor, mu: Tensor, L: Tensor, demos: Tensor, kappa: float) -> Tensor:
-    """Means after conjugate conditioning of the new components (index >= 1) on ``demos``; mu_0 unchanged."""
+    """Means after conjugate conditioning of the new components (index >= 1) on ``demos`` (*B, m, d); mu_0
+    unchanged. Leading member dimensions *B: each member is conditioned on its own demonstrations."""
     eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand_as(L)
     Linv = torch.linalg.solve_triangular(L, eye, upper=False)
     log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    resp = gaussian_log_prob(demos, mu, Linv, log_det) + log_w  # (m, K)
-    k = resp[:, 1:].argmax(-1) + 1
-    onehot = torch.nn.functional.one_hot(k, mu.shape[0]).to(mu.dtype)  # (m, K)
-    counts = onehot.sum(0)  # (K,)
-    sums = onehot.T @ demos  # (K, d)
+    resp = gaussian_log_prob(demos, mu, Linv, log_det) + log_w.unsqueeze(-2)  # (*B, m, K)
+    k = resp[..., 1:].argmax(-1) + 1
+    onehot = torch.nn.functional.one_hot(k, mu.shape[-2]).to(mu.dtype)  # (*B, m, K)
+    counts = onehot.sum(-2)  # (*B, K)
+    sums = onehot.transpose(-1, -2) @ demos  # (*B, K, d)
     post = (kappa * mu + sums) / (kappa + counts).unsqueeze(-1)
-    return torch.cat([mu[:1], post[1:]], 0)
+    return torch.cat([mu[..., :1, :], post[..., 1:, :]], -2)
+
+
+def mixture_sample(log_w: Tensor, mu: Tensor, L: Tensor, n: int) -> Tensor:
+    """n draws (*B, n, d) from the Gaussian mixture (log_w (*B, K), mu (*B, K, d), L ((*B,) K, d, d))."""
+    B, (K, d) = mu.shape[:-2], mu.shape[-2:]
+    k = torch.multinomial(log_w.exp().reshape(-1, K), n, replacement=True).reshape(*B, n)
+    mu_k = torch.take_along_dim(mu, k.unsqueeze(-1), dim=-2)
+    L_k = torch.take_along_dim(L.expand(*B, K, d, d), k[..., None, None], dim=-3)
+    eps = torch.randn(*B, n, d, 1, device=mu.device, dtype=mu.dtype)
+    return mu_k + (L_k @ eps).squeeze(-1)
 
 
 class SDFT(Objective):
@@ -128,9 +139,9 @@ class SDFT(Objective):
 
     @property
     def batchable(self) -> bool:  # type: ignore[override]
-        """The anchor teacher is an EMA copy of the (batched) generator, one per member; the icl teacher's
-        demonstration pool and per-component conditioning are per-run state written for one run."""
-        return self.teacher == "anchor"
+        """Both teachers carry the member dimension: the EMA copy is batched, and the icl teacher keeps one
+        demonstration pool per member and conditions each member on its own demonstrations."""
+        return True
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -155,7 +166,8 @@ class SDFT(Objective):
         self.ema = frozen_copy(generator)
         self._a = task.p_star if self.anchor == "star" else task.p_new
         self._a_weight = task.beta_star if self.anchor == "star" else 0.0
-        self._pool = task.p_new.sample((self.demo_pool,)) if self.demo_pool is not None else None
+        self._B = tuple(generator.batch_shape)
+        self._pool = task.p_new.sample((*self._B, self.demo_pool)) if self.demo_pool is not None else None
         self._syncs = torch.zeros((), device=generator.device)
 
     def on_step_end(self, generator: Generator, step: int) -> None:
@@ -167,9 +179,9 @@ class SDFT(Objective):
     def _demos(self) -> Tensor:
         assert self.task is not None
         if self._pool is None:
-            return self.task.p_new.sample((self.demos,))
-        idx = torch.randint(self._pool.shape[0], (self.demos,), device=self._pool.device)
-        return self._pool[idx]
+            return self.task.p_new.sample((*self._B, self.demos))
+        idx = torch.randint(self._pool.shape[-2], (*self._B, self.demos), device=self._pool.device)
+        return torch.take_along_dim(self._pool, idx.unsqueeze(-1), dim=-2)
 
     def teacher_dist(self) -> tuple[Callable[[Tensor], Tensor], Callable[[int], Tensor], Tensor | None]:
         """(log q_T, sampler of q_T, teacher old weight or None) for this step's teacher."""
@@ -182,11 +194,9 @@ class SDFT(Objective):
                 return mixture_log_prob(x, log_w, mu_t, L)
 
             def sample_t(n: int) -> Tensor:
-                k = torch.multinomial(log_w.exp(), n, replacement=True)
-                eps = torch.randn(n, mu_t.shape[-1], device=mu_t.device)
-                return mu_t[k] + torch.einsum("nij,nj->ni", L[k], eps)
+                return mixture_sample(log_w, mu_t, L, n)
 
-            return log_t, sample_t, log_w[0].exp()
+            return log_t, sample_t, log_w[..., 0].exp()
 
         lam, ema, a = self.lam, self.ema, self._a
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
 from ptforget.check import Row, RunSpec, claim, near, run_check
 from ptforget.check.context import Context
@@ -59,6 +60,46 @@ def test_plan_deduplicates_runs_by_config_hash(tmp_path):
     assert len(plan.jobs) == len(set(keys)) == len(keys)
     p6_jobs = [j for j in plan.jobs if j.key in plan.layout[p6][2]]
     assert len(p6_jobs) == 1 and p6_jobs[0].seeds == 3  # reverse KL: the three seeds train together
+
+
+def test_configs_of_other_seeds_equal_composing_them(tmp_path):
+    """The context composes each spec once and sets seed / seeds on a copy: the same config (and hash) Hydra
+    composes from the overrides, so cached and fresh plans name the same run folders."""
+    from ptforget.train import config_hash
+
+    calls = []
+
+    def counting(overrides):
+        calls.append(list(overrides))
+        return train_compose(overrides)
+
+    ctx = Context(check_config(), tmp_path, counting)
+    spec = RunSpec("p", "flow", ("objective=ttt_discover", "task.dim=1", "objective.reuse.enabled=true"))
+    for seed, seeds in ((0, 1), (2, 1), (0, 3)):
+        direct = train_compose(ctx.overrides(spec, seed, seeds))
+        got = ctx.config(spec, seed, seeds)
+        assert config_hash(got) == config_hash(direct) and (got.seed, got.seeds) == (seed, seeds)
+    assert len(calls) == 1 and ctx.config(spec).seeds == 1  # composed once; the base config is not modified
+
+
+def test_the_contexts_composition_equals_hydras_for_every_claim(tmp_path):
+    """Group choices composed once, value overrides applied as Hydra applies them: for a spec of every claim and
+    family, the config (and so the run folder's hash) is the one Hydra composes from the same overrides."""
+    from ptforget.check import registry
+    from ptforget.train import config_hash
+
+    ctx = Context(check_config(), tmp_path, train_compose)
+    registry.load_builtin()
+    seen = set()
+    for c in registry.ordered(None):
+        for spec in c.runs(ctx):
+            if (c.id, spec.family) in seen:
+                continue
+            seen.add((c.id, spec.family))
+            direct = train_compose(ctx.overrides(spec))
+            assert config_hash(ctx.config(spec)) == config_hash(direct), (c.id, spec)
+            assert OmegaConf.to_yaml(ctx.config(spec)) == OmegaConf.to_yaml(direct), (c.id, spec)
+    assert len(seen) > 30
 
 
 def test_processes_executor_gives_the_inline_results(tmp_path):

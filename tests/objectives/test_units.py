@@ -11,7 +11,7 @@ from ptforget.generators.mixture import GaussianMixture
 from ptforget.objectives import OAPL, SDFT, ReverseKLReplay, TTTDiscover
 from ptforget.objectives.oapl import v_star
 from ptforget.objectives.replay import replay_slots
-from ptforget.objectives.sdft import icl_condition, mixture_parts
+from ptforget.objectives.sdft import icl_condition, mixture_parts, mixture_sample
 from ptforget.objectives.ttt_discover import PUCTArchive, adaptive_beta, entropic_advantages, kl_to_uniform
 from ptforget.tasks import TwoModeTask
 
@@ -206,6 +206,30 @@ def test_icl_conditioning_updates_only_the_new_component():
     gen, task = _setup(obj, task)
     _, sample_t, w_t = obj.teacher_dist()
     assert w_t.item() == pytest.approx(task.beta_star)  # weight copied from the EMA
+
+
+def test_icl_teacher_of_batched_members_conditions_each_member_on_its_own_demos():
+    """Batched members: the conditioned means equal a per-member loop, and the teacher's draws follow each
+    member's own conditioned mixture (mean of many draws = that member's mixture mean)."""
+    torch.manual_seed(0)
+    log_w = torch.log_softmax(torch.randn(3, 2), -1)
+    mu = torch.randn(3, 2, 2)
+    L = torch.eye(2).expand(3, 2, 2, 2) * torch.tensor([0.5, 1.5]).view(1, 2, 1, 1)
+    demos = torch.randn(3, 5, 2) + 2.0
+    post = icl_condition(log_w, mu, L, demos, kappa=2.0)
+    for b in range(3):
+        torch.testing.assert_close(post[b], icl_condition(log_w[b], mu[b], L[b], demos[b], kappa=2.0))
+    x = mixture_sample(log_w, post, L, 40000)
+    assert x.shape == (3, 40000, 2)
+    want = (log_w.exp().unsqueeze(-1) * post).sum(-2)
+    torch.testing.assert_close(x.mean(-2), want, atol=0.05, rtol=0)
+    obj = SDFT(batch=16, teacher="icl", demos=4, kappa=3.0)
+    task = TwoModeTask()
+    gen = GaussianMixture(task).stack(4)
+    obj.setup(gen, task)
+    _, sample_t, w_t = obj.teacher_dist()
+    assert obj._pool.shape == (4, 256, 2) and obj._demos().shape == (4, 4, 2)
+    assert sample_t(8).shape == (4, 8, 2) and w_t.shape == (4,)
 
 
 # ---------------------------------------------------------------- replay

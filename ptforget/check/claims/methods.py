@@ -200,7 +200,7 @@ class SDFTConditions(Claim):
             steps = int(ctx.value(spec, "trainer.max_steps"))
             wa = task.beta_star if side == "meets" else 0.0
             w = float(est.sdft_anchor_weight(steps, task.beta0, lam, alpha, anchor_weight=wa)[-1])
-            w3 = float(est.sdft_anchor_weight(3 * steps, task.beta0, lam, alpha, anchor_weight=wa)[-1])
+            w3 = float(est.sdft_anchor_weight(ctx.control_steps(steps), task.beta0, lam, alpha, anchor_weight=wa)[-1])
             pred, rule = mass_rule(task, w, res)
             curves[f"{g}, anchor {'p*' if side == 'meets' else 'p_new'}"] = res.curves("old_mass")
             cond = "the teacher keeps the old mass: anchor " + ("p*" if side == "meets" else "p_new (it does not)")
@@ -209,14 +209,14 @@ class SDFTConditions(Claim):
             rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old-region mass",
                                       res.values("old_mass"), rule,
                                       note=f"the EMA-anchor recursion (exact tracking) gives weight {w:.4g}",
-                                      explain=longer_run(spec, 3 * steps, "old_mass",
+                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
                                                          region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"])))
             if g == "gmm":
                 flo, why = gap_floor(task.beta0, w)
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
                                           res.values("weight"),
                                           rules.resolution(w, res.values("weight"), floor=flo, floor_why=why),
-                                          explain=longer_run(spec, 3 * steps, "weight", w3)))
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", w3)))
         for g, spec in self.icl(ctx).items():
             res = got[spec]
             tc = ctx.theory(spec)
@@ -322,7 +322,7 @@ class TTTConditions(Claim):
                                           "final old-region mass", res.values("old_mass"),
                                           rules.at_most(thr, f"forgotten: below {ctx.profile.forgetting_threshold:g}"
                                                         " x beta* (D1)", predicted=0.0),
-                                          explain=longer_run(spec, 3 * steps, "old_mass")))
+                                          explain=longer_run(spec, ctx.control_steps(steps), "old_mass")))
                 continue
             w = est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0), K, N)
             pred, rule = mass_rule(task, w, res)
@@ -331,7 +331,7 @@ class TTTConditions(Claim):
                                       res.values("old_mass"), rule,
                                       note=f"two-atom fixed point with finite K: weight {w:.4g} (R12's population "
                                       f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})",
-                                      explain=longer_run(spec, 3 * steps, "old_mass")))
+                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass")))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
                                               task.new_offset, K, N)
@@ -339,7 +339,7 @@ class TTTConditions(Claim):
                                           "retains, at the estimator's fixed point", g, scope, "final old weight",
                                           res.values("weight"), rules.resolution(sp["weight"], res.values("weight")),
                                           note=f"GMM family, finite K, overlap included; two-atom {w:.4g}",
-                                          explain=longer_run(spec, 3 * steps, "weight", sp["weight"])))
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", sp["weight"])))
         yield from rows
         yield from drift_rows(ctx, got, f"TTT-Discover (lambda={self.lam:g}), SGD", self.grid(ctx))
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p15_ttt.png"), key="old_mass",

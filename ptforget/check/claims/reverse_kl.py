@@ -167,8 +167,14 @@ def rkl(family: str, delta: float, *extra: str, label: str = "") -> RunSpec:
 
 
 def sgd_rkl(ctx, family: str, delta: float, *extra: str, label: str = "") -> RunSpec:
-    """The per-family reverse-KL run of the drift claims: plain SGD at the profile's family settings."""
-    return rkl(family, delta, *ctx.sgd(family), *extra, label=label or f"rkl_sgd_d{delta:g}")
+    """The per-family reverse-KL run of the drift claims: plain SGD at the profile's family settings. For the GMM
+    it is the enumerated large-batch run of ``exact_spec`` (the same config: one run serves P10, P11 and the
+    methods' reference), read every 2 steps."""
+    label = label or f"rkl_sgd_d{delta:g}"
+    if family == "gmm":
+        s = ctx.family("gmm").sgd
+        return exact_spec(ctx, label, delta, 0.5, float(s.lr), int(s.steps), 2, *extra, batch=int(s.batch))
+    return rkl(family, delta, *ctx.sgd(family), *extra, label=label)
 
 
 def drift_controls(ctx, family: str) -> dict[str, RunSpec]:
@@ -379,8 +385,7 @@ class DriftVsSeparation(Claim):
                 for d in ctx.profile.deltas}
 
     def exact(self, ctx):
-        return {float(d): exact_spec(ctx, f"p10_sgd_d{d:g}", float(d), 0.5, 0.2, 400, 2)
-                for d in [*ctx.profile.deltas, 10.0]}
+        return {float(d): sgd_rkl(ctx, "gmm", float(d), label=f"p10_sgd_d{d:g}") for d in [*ctx.profile.deltas, 10.0]}
 
     def runs(self, ctx):
         out = [*self.grid(ctx).values(), *(self.exact(ctx).values() if "gmm" in ctx.families else [])]
@@ -423,10 +428,12 @@ class DriftVsSeparation(Claim):
             at_peak[d] = got[spec].values(lambda r, t=t: float(np.interp(t, r.steps, r.col("comp_drift"))))
         x = np.array(deltas) - 1.0
         n = len(at_peak[deltas[0]])
+        first = self.exact(ctx)[deltas[0]]
+        how = f"SGD h={float(ctx.value(first, 'optimizer.lr')):g}, batch {int(ctx.value(first, 'objective.batch'))}"
         per_seed = [fit_slope(x**2 / 8, np.log([at_peak[d][i] for d in deltas])) for i in range(n)]
         flow_slope = fit_slope(x**2 / 8, np.log([preds[d].flow_sup for d in deltas]))
         yield Row("Drift decays like BC (GMM, drift at the exact flow's peak step)", "gmm", "theory",
-                  f"SGD h=0.2, batch {int(ctx.profile.exact_batch)}, Delta {deltas[0]:g}..{deltas[-1]:g}",
+                  f"{how}, Delta {deltas[0]:g}..{deltas[-1]:g}",
                   "slope of log drift at the flow's argmax step vs Delta_min^2/8", per_seed, bc_law_rule(x),
                   note=f"exact flow: {flow_slope:.3f}")
         for d, spec in self.exact(ctx).items():
@@ -435,7 +442,7 @@ class DriftVsSeparation(Claim):
             n = len(m)
             tol = 2 * t_quantile(0.975, n - 1) * p.sd_sup / math.sqrt(n) + 3 * p.mc_se_mean_sup
             yield Row("Sup drift = exact flow + its SGD noise (linear-noise approximation)", "gmm", "consistency",
-                      f"SGD h=0.2, batch {int(ctx.profile.exact_batch)}, Delta={d:g}", "sup ||mu_o - mu_o*||", m,
+                      f"{how}, Delta={d:g}", "sup ||mu_o - mu_o*||", m,
                       rules.near(p.mean_sup, tol, "2 x the half-width of an n-seed mean with the predicted seed "
                                  "spread, + 3 Monte-Carlo SE of the prediction"),
                       note=f"noise-free flow {p.flow_sup:.4g}")
@@ -460,7 +467,7 @@ class DriftVsBeta(Claim):
         return {b: exact_spec(ctx, f"p11_qs_d{delta:g}_b{b:g}", delta, b, 0.2, 800, 4, *frozen) for b in (0.2, 0.5)}
 
     def exact(self, ctx):
-        return {b: exact_spec(ctx, f"p11_sgd_b{b:g}", 4.0, b, 0.2, 400, 2) for b in (0.2, 0.5)}
+        return {b: sgd_rkl(ctx, "gmm", 4.0, f"task.beta_star={b}", label=f"p11_sgd_b{b:g}") for b in (0.2, 0.5)}
 
     def runs(self, ctx):
         return [*self.transient(ctx).values(), *self.quasi(ctx).values(), *self.exact(ctx).values()]
