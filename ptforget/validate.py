@@ -19,6 +19,7 @@ import inspect
 import math
 import os
 import re
+import shutil
 import types
 import typing
 from collections.abc import Callable, Collection, Iterator
@@ -720,7 +721,12 @@ def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, loca
         check(isinstance(cfg.get(key, False), bool), key, cfg.get(key), "true or false")
     check_study(cfg.get("study", "check"))
     validate_check_config(cfg)
-    _check_train_overrides(container.get("train_overrides"))
+    # SLURM jobs run on the cluster's nodes: their devices are checked there, not on the login node
+    remote = str(OmegaConf.select(cfg, "executor.cluster", default="")) == "slurm"
+    if remote and local:
+        check(shutil.which("sbatch") is not None, "executor", "submitit_slurm", "an executor this host can submit "
+              "to: processes, inline or submitit_local (no sbatch on PATH; launch SLURM jobs from a login node)")
+    _check_train_overrides(container.get("train_overrides"), local=local and not remote)
     check_choice(cfg.get("report_to", "none"), "report_to", ("none", "wandb"))
     check_choice(cfg.get("wandb_mode", "offline"), "wandb_mode", build.WANDB_MODES)
     check_writable_dir(container["paths"]["output_dir"], "paths.output_dir")
@@ -793,11 +799,12 @@ def generator_options() -> list[str]:
                   if p.name.endswith(".yaml"))
 
 
-def _check_train_overrides(overrides: Any) -> None:
+def _check_train_overrides(overrides: Any, local: bool = True) -> None:
     """The check's extra training overrides: strings, not keys the claims set themselves, and a train config that
-    composes and passes preflight with them (composed once, with the default generator)."""
+    composes and passes preflight with them (composed once, with the default generator; ``local``: the jobs run
+    on this host, so their devices must exist here)."""
     check(isinstance(overrides, list) and all(isinstance(o, str) for o in overrides), "train_overrides",
-          overrides, "a list of key=value strings, e.g. [trainer=gpu]")
+          overrides, "a list of key=value strings, e.g. '[\"trainer=gpu\"]'")
     if not overrides:
         return
     from hydra import compose
@@ -817,7 +824,7 @@ def _check_train_overrides(overrides: Any) -> None:
         return
     try:
         train = compose("train", overrides=list(overrides))
-        preflight(train)
+        preflight(train, local=local)
     except ConfigError as err:
         raise ConfigError("train_overrides", overrides, f"overrides a train config accepts ({err})") from None
     except Exception as err:

@@ -204,6 +204,18 @@ def test_theory_and_check_command_lines_are_refused(entry, line, key, value):
     assert err.value.key == key and value in str(err.value)
 
 
+def test_a_slurm_check_needs_sbatch_and_checks_the_devices_on_its_nodes(monkeypatch):
+    """Without sbatch the SLURM executor is refused by name; with it, trainer=gpu from a login node without a GPU
+    is accepted (the jobs' devices are the nodes')."""
+    line = ["executor=submitit_slurm", "train_overrides=[trainer=gpu]", "claims=[P1]"]
+    monkeypatch.setattr(validate.shutil, "which", lambda name: None)
+    with pytest.raises(ConfigError) as err:
+        cli.preflight_argv(line, "check", validate.validate_check)
+    assert err.value.key == "executor" and "sbatch" in str(err.value)
+    monkeypatch.setattr(validate.shutil, "which", lambda name: f"/usr/bin/{name}")
+    cli.preflight_argv(line, "check", validate.validate_check)
+
+
 @pytest.mark.parametrize(("main", "line"), [(cli.train_main, "task.beta_star=2"), (cli.train_main, "generator=foo"),
                                             (cli.theory_main, "task.foo=1"), (cli.check_main, "profile=foo"),
                                             (cli.train_main, "+nosuchkey=3"), (cli.check_main, "reuse=maybe"),
