@@ -207,7 +207,7 @@ def test_theory_and_check_command_lines_are_refused(entry, line, key, value):
 def test_a_slurm_check_needs_sbatch_and_checks_the_devices_on_its_nodes(monkeypatch):
     """Without sbatch the SLURM executor is refused by name; with it, trainer=gpu from a login node without a GPU
     is accepted (the jobs' devices are the nodes')."""
-    line = ["executor=submitit_slurm", "train_overrides=[trainer=gpu]", "claims=[P1]"]
+    line = ["executor=submitit_slurm", "train_overrides=['trainer=gpu']", "claims=[P1]"]
     monkeypatch.setattr(validate.shutil, "which", lambda name: None)
     with pytest.raises(ConfigError) as err:
         cli.preflight_argv(line, "check", validate.validate_check)
