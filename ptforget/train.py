@@ -391,8 +391,9 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
     diverged = module.diverged[member]
     final = {k: v["last"] for k, v in metrics.items()}
     om = metrics.get("old_mass")
+    target = target_values(module.task)
     forgetting = ({"old_mass_first_minus_last": om["first"] - om["last"], "old_mass_max_minus_last": om["max"]
-                   - om["last"]} if om else {})
+                   - om["last"], "old_mass_deficit": target["old_mass"] - om["last"]} if om else {})
     gen = cfg["generator"].get("_target_", "").rsplit(".", 1)[-1]
     return {
         "status": status,
@@ -410,8 +411,19 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
         "extremes": metrics,
         "forgetting": forgetting,
         "pretrain": getattr(module.generator, "pretrain_stats", {}),
+        "target": target,
         "overrides": _overrides(),
+        "choices": _choices(),
+        "config": {k: v for k, v in cfg.items() if k != "hydra"},
     }
+
+
+def target_values(task: Any) -> dict[str, float]:
+    """What the run is measured against: p*'s old-region mass and old weight beta* (forgetting is the shortfall
+    of the model's old-region mass below the target's, not below where the run started)."""
+    from ptforget.metrics import target_region_stats
+
+    return {"old_mass": float(target_region_stats(task)[0]), "weight": float(task.beta_star)}
 
 
 def _overrides() -> list[str]:
@@ -421,6 +433,18 @@ def _overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except Exception:
         return []
+
+
+def _choices() -> dict[str, str | None]:
+    """The config-group options this run was composed from (``generator: realnvp``), Hydra's own groups left out;
+    empty outside a Hydra run (the check composes its configs itself)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:
+        return {}
+    return {str(k): (None if v is None else str(v)) for k, v in choices.items() if not str(k).startswith("hydra/")}
 
 
 def write_outputs(run_dir: Path, history: list[dict[str, float]], summary: dict[str, Any]) -> None:
