@@ -665,21 +665,38 @@ def train_app(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="theory")
 @guarded
 def theory_app(cfg: DictConfig) -> None:
-    """ptforget-theory: print the predictions of every claim for a config as a table and write them as JSON."""
+    """ptforget-theory: print the predictions of every claim for a config as a table and write them, with the
+    resolved config they were computed for, as JSON into the run's own folder (or ``output``)."""
     from ptforget.bridge import theory_config, theory_fields
-    from ptforget.check import predictions
+    from ptforget.check import predictions, selected_claims
     from ptforget.io import write_json
+    from ptforget.terminal import width
     from ptforget.theory import format_predictions, predictions_to_json
 
-    tc = theory_config(cfg)
+    tc = theory_config(cfg, whitened=True)
     try:
-        preds = predictions(tc)
+        preds = predictions(tc, [c.id for c in selected_claims(cfg)])
     except FloatingPointError as err:  # a flow left its bounded region: the step is too large for it
         key = theory_fields(cfg)[1].get("lr", "theory.lr")
         raise ConfigError(key, tc.lr, f"a smaller step ({err})") from None
-    print(format_predictions(preds))
-    write_json(cfg.output, predictions_to_json(preds))
-    print(f"\nwritten: {cfg.output}")
+    out = theory_output(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    write_json(out, predictions_to_json(preds, tc, config={k: v for k, v in config.items() if k != "hydra"}))
+    print(format_predictions(preds, tc, width=width()))
+    print(f"\nwritten: {out}")
+
+
+def theory_output(cfg: DictConfig) -> Path:
+    """Where the predictions go: ``output`` when given, else ``predictions.json`` in the run folder; a file
+    already there from another run is never overwritten (``predictions-2.json``, ...)."""
+    if cfg.get("output") is not None:
+        return Path(str(cfg.output))
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    out, k = folder / "predictions.json", 1
+    while out.exists():
+        k += 1
+        out = folder / f"predictions-{k}.json"
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="check")
