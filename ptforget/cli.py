@@ -33,14 +33,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptforget import interrupt, validate
+from ptforget import interrupt, plugins, validate
 from ptforget.errors import ConfigError
 from ptforget.io import LockBusy, environment_error, file_lock, lock_holder
 
 CONFIG_MODULE = "ptforget.conf"
 #: flags after which Hydra prints something and runs nothing (or loads configs from elsewhere): not checked
 PASS_THROUGH_FLAGS = ("help", "hydra_help", "version", "cfg", "info", "shell_completion", "experimental_rerun",
-                      "config_path", "config_dir")
+                      "config_path")
 #: the sweep subdir under which ptforget can find job k (Hydra's default): other layouts skip the job checks
 DEFAULT_SUBDIR = "${hydra.job.num}"
 Validator = Callable[..., None]
@@ -518,6 +518,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the cause is reported
     with interrupt.handling():
         try:
+            plugins.install(sys.argv[1:])  # users' config groups and claims, checked like the built-in ones
             pre = _preflight(sys.argv[1:], config_name, validate)
             if pre is not None and pre.finished is not None:  # nothing to do, and Hydra would write .hydra/
                 _print_runs(pre.job, pre.finished, pre.run_dir)
@@ -525,7 +526,10 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
             if pre is not None and pre.pin is not None:
                 sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
             with _locked(pre), _lean_sweep_validation(pre):
-                return app()
+                result = app()
+            if pre is not None and pre.multirun and config_name == "train":
+                _sweep_done(pre)
+            return result
         except ConfigError as err:
             fail(err)
         except interrupt.RunInterrupted as err:
@@ -637,6 +641,30 @@ def _ranges(nums: list[int]) -> str:
     return ("job " if len(nums) == 1 else "jobs ") + ", ".join(parts)
 
 
+def _density_figures(summary: dict[str, Any], run_dir: Path) -> None:
+    """``density.png`` in the run folder from its density snapshots (with seeds > 1: the first seed's)."""
+    from ptforget.train import density_figure
+
+    members = summary.get("members")
+    if members:
+        density_figure(run_dir / f"seed{members[0]['seed']}", out=run_dir / "density.png")
+    else:
+        density_figure(run_dir)
+
+
+def _sweep_done(pre: Preflight) -> None:
+    """The closing line of a finished sweep: how many jobs, where, and the command that tables them."""
+    if pre.job.get("quiet"):
+        return
+    from ptforget.terminal import line
+
+    try:
+        sweep = Path(HydraConfig.get().sweep.dir)
+    except Exception:
+        sweep = pre.sweep_dir
+    line(f"sweep done: {len(pre.jobs) or '?'} jobs in {sweep}; tables and figures: ptforget-report {sweep}")
+
+
 def _print_runs(cfg: DictConfig, summary: dict[str, Any], run_dir: Path) -> None:
     from ptforget.summary import print_summary
 
@@ -655,9 +683,18 @@ def train_app(cfg: DictConfig) -> float | None:
     from ptforget.train import run_training
 
     validate.preflight(cfg)  # where the job runs: its devices must exist here
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
     summary = run_training(cfg, run_dir)
-    _print_runs(cfg, summary, run_dir)
+    _density_figures(summary, run_dir)
+    if str(hc.mode) == "RunMode.MULTIRUN":  # one line per job; the sweep's last line points to ptforget-report
+        if not cfg.get("quiet"):
+            from ptforget.summary import job_line
+            from ptforget.terminal import line
+
+            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)))
+    else:
+        _print_runs(cfg, summary, run_dir)
     members = summary.get("members")
     return (members[0] if members else summary).get("final", {}).get("old_mass")
 
@@ -757,13 +794,32 @@ def verdicts_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _app_help(primary: str) -> bool:
+    """``-h`` / ``--help``: this app's groups and keys with their documentation (``ptforget.helptext``)."""
+    argv = sys.argv[1:]
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    from ptforget.helptext import print_help
+
+    try:
+        plugins.install(argv)
+    except ConfigError as err:
+        fail(err)
+    print_help(primary, argv)
+    return True
+
+
 def train_main() -> Any:
     """Entry point of ptforget-train."""
+    if _app_help("train"):
+        return None
     return run_checked(train_app, "train", validate.preflight)
 
 
 def theory_main() -> Any:
     """Entry point of ptforget-theory."""
+    if _app_help("theory"):
+        return None
     return run_checked(theory_app, "theory", validate.validate_theory)
 
 
