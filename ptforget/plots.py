@@ -263,8 +263,9 @@ def plot_method_comparison(curves_by_method: Mapping[str, Mapping[str, Any]], pa
         ax.set_ylabel(label_of(key))
         ax.set_title(label_of(key))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+    legend = next((ax for ax in axes[0] if ax.get_legend_handles_labels()[0]), None)
+    if legend is not None:  # one legend: every panel draws the same methods in the same colours
+        legend.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -334,6 +335,48 @@ def plot_density_evolution(snapshots: Sequence[tuple], path: str | os.PathLike,
     return _save(fig, path)
 
 
+def plot_density_panels(panels: Mapping[tuple[str, str], tuple[Sequence[tuple], Mapping[str, Any]]],
+                        path: str | os.PathLike, title: str | None = None) -> Path:
+    """1-D density snapshots of several runs on one page: rows x columns of panels keyed ``(row, column)`` (e.g.
+    family x objective), each ``(snapshots, task_info)`` as for ``plot_density_evolution`` (1-D only): a curve
+    per snapshot coloured by its step (one colour bar for the page), the target p* dashed, the modes marked."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    cols = list(dict.fromkeys(c for _, c in panels))
+    if not panels:
+        raise ValueError("no panels")
+    steps = [float(s[0]) for snaps, _ in panels.values() for s in snaps]
+    norm = matplotlib.colors.Normalize(vmin=min(steps), vmax=max(steps) if max(steps) > min(steps) else min(steps) + 1)
+    cmap = matplotlib.colormaps["viridis"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.4 * len(cols), 2.9 * len(rows)), squeeze=False,
+                             sharex=True)
+    for (r, c), (snaps, info) in panels.items():
+        ax = axes[rows.index(r)][cols.index(c)]
+        for step, xs, dens in sorted(snaps, key=lambda s: s[0]):
+            ax.plot(np.asarray(xs, float), np.asarray(dens, float), color=cmap(norm(float(step))), lw=1.3)
+        if info.get("target") is not None:
+            tx, ty = info["target"]
+            ax.plot(np.asarray(tx, float), np.asarray(ty, float), "--", color="black", lw=1.4, label="target p*")
+        for name, style, lab in (("old_mean", ":", "old mode"), ("new_mean", "-.", "new mode")):
+            if info.get(name) is not None:
+                ax.axvline(float(np.ravel(info[name])[0]), ls=style, color="grey", lw=1, label=lab)
+        ax.set_title(f"{r}: {c}" + (f" ({info['note']})" if info.get("note") else ""), fontsize="medium")
+        ax.grid(alpha=0.3)
+    for i in range(len(rows)):
+        axes[i][0].set_ylabel("density")
+        for j in range(len(cols)):
+            if (rows[i], cols[j]) not in panels:
+                axes[i][j].set_visible(False)
+    for j in range(len(cols)):
+        axes[-1][j].set_xlabel("x")
+    first = axes[0][0]
+    if first.get_legend_handles_labels()[0]:
+        first.legend(fontsize="small")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=label_of("step"), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
                          title: str | None = None, logy: bool = False) -> Path:
     """Aggregated metric against a numeric parameter, one line per label.
@@ -363,8 +406,8 @@ def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, x
 
 
 __all__: list[str] = [
-    "label_of", "mean_band", "plot_density_evolution", "plot_drift_vs_delta", "plot_method_comparison",
-    "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
+    "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
+    "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
 ]
 
 
