@@ -25,7 +25,10 @@ def theory_fields(cfg: DictConfig, **extra: Any) -> tuple[dict[str, Any], dict[s
         "steps": cfg.trainer.max_steps, "batch": obj.get("batch", 16),
         "replay": 0.0,  # no replay unless the objective says so (its theory_fields)
     }
-    keys = {k: f"task.{k}" for k in ("dim", "delta", "sigma", "beta_star", "beta0", "new_offset")}
+    if task.get("covariance") is not None:
+        d["covariance"] = OmegaConf.to_container(task.covariance, resolve=True) if OmegaConf.is_config(
+            task.covariance) else task.covariance
+    keys = {k: f"task.{k}" for k in ("dim", "delta", "sigma", "covariance", "beta_star", "beta0", "new_offset")}
     keys.update(lr=lr_key, steps="trainer.max_steps", batch="objective.batch")
     for field in ("weight", "train_means"):
         if field in gen:
@@ -51,17 +54,22 @@ def _real(v: Any) -> Any:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
 
 
-def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
+def theory_config(cfg: DictConfig, *, whitened: bool = False, **extra: Any) -> TheoryConfig:
     """TheoryConfig for the task, GMM parametrisation, optimizer and objective of ``cfg``.
 
     The theory describes plain gradient descent on the two-component equal-covariance family, so the step is
     the optimizer's lr (a learned run is directly comparable with ``optimizer=sgd`` and a full-batch-like
     estimator). ``cfg.theory`` (if present) and ``extra`` override any TheoryConfig field. A bad value raises a
     ConfigError naming the config key it came from.
+
+    A ``task.covariance`` that is not sigma^2 I is computed in whitened coordinates (``TheoryConfig.units``); its
+    data-unit numbers are mapped back by ``ptforget.theory.config.in_data_units``. Only callers that do so pass
+    ``whitened=True`` (``ptforget-theory``); the others (the check, whose claims compare the engine's data units
+    with trained runs) get a ConfigError naming the key instead of a silently isotropic answer.
     """
     d, keys = theory_fields(cfg, **extra)
     try:
-        return TheoryConfig.from_mapping(d, ignore_unknown=False)
+        tc = TheoryConfig.from_mapping(d, ignore_unknown=False)
     except ConfigError as err:  # lr_multipliers names its own key ("lr_mult.<group>")
         base = keys.get("lr_mult", "theory.lr_mult")
         raise ConfigError(err.key.replace("lr_mult", base, 1), err.value, err.allowed) from None
@@ -82,3 +90,8 @@ def theory_config(cfg: DictConfig, **extra: Any) -> TheoryConfig:
                     break
             raise ConfigError(keys.get(field, f"theory.{field}"), d[field], detail) from None
         raise ConfigError("theory", OmegaConf.to_container(cfg.get("theory") or {}), msg) from None
+    if tc.whitened and not whitened:
+        raise ConfigError(keys["covariance"], d["covariance"], "null or an isotropic covariance (s^2 I) here: the "
+                          "check's claims compare data-unit predictions with trained runs; ptforget-theory computes a "
+                          "full covariance in whitened coordinates")
+    return tc

@@ -308,10 +308,13 @@ def trainer_kwargs(cfg: DictConfig) -> dict[str, Any]:
           "1 (every step draws fresh samples: raise objective.batch for a larger batch)")
     if kw.get("enable_progress_bar") is None:
         kw["enable_progress_bar"] = sys.stderr.isatty() and not os.environ.get("CI") and not cfg.quiet
-    if kw["enable_progress_bar"]:
-        from lightning.pytorch.callbacks import RichProgressBar
+    if kw.pop("enable_progress_bar"):  # our bar counts optimizer steps (Lightning's would count chunks)
+        from ptforget.progress import step_progress
 
-        kw["callbacks"] = [RichProgressBar(leave=False)]
+        gen = str(cfg.generator.get("_target_", "")).rsplit(".", 1)[-1]
+        obj = str(cfg.objective.get("_target_", "")).rsplit(".", 1)[-1]
+        kw["callbacks"] = [step_progress(f"{gen} / {obj}")]
+    kw["enable_progress_bar"] = False
     if kw.get("devices", 1) == 1 and kw.get("accelerator") in ("auto", "gpu", "cuda") and \
             torch.cuda.device_count() > 1:
         kw["devices"] = [_job_number() % torch.cuda.device_count()]  # parallel sweep jobs spread over the GPUs

@@ -33,14 +33,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ptforget import interrupt, validate
+from ptforget import interrupt, plugins, validate
 from ptforget.errors import ConfigError
 from ptforget.io import LockBusy, environment_error, file_lock, lock_holder
 
 CONFIG_MODULE = "ptforget.conf"
 #: flags after which Hydra prints something and runs nothing (or loads configs from elsewhere): not checked
 PASS_THROUGH_FLAGS = ("help", "hydra_help", "version", "cfg", "info", "shell_completion", "experimental_rerun",
-                      "config_path", "config_dir")
+                      "config_path")
 #: the sweep subdir under which ptforget can find job k (Hydra's default): other layouts skip the job checks
 DEFAULT_SUBDIR = "${hydra.job.num}"
 Validator = Callable[..., None]
@@ -518,6 +518,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
     logging.raiseExceptions = False  # a log file on a full disk must not print tracebacks: the cause is reported
     with interrupt.handling():
         try:
+            plugins.install(sys.argv[1:])  # users' config groups and claims, checked like the built-in ones
             pre = _preflight(sys.argv[1:], config_name, validate)
             if pre is not None and pre.finished is not None:  # nothing to do, and Hydra would write .hydra/
                 _print_runs(pre.job, pre.finished, pre.run_dir)
@@ -525,7 +526,10 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
             if pre is not None and pre.pin is not None:
                 sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
             with _locked(pre), _lean_sweep_validation(pre):
-                return app()
+                result = app()
+            if pre is not None and pre.multirun and config_name == "train":
+                _sweep_done(pre)
+            return result
         except ConfigError as err:
             fail(err)
         except interrupt.RunInterrupted as err:
@@ -637,6 +641,30 @@ def _ranges(nums: list[int]) -> str:
     return ("job " if len(nums) == 1 else "jobs ") + ", ".join(parts)
 
 
+def _density_figures(summary: dict[str, Any], run_dir: Path) -> None:
+    """``density.png`` in the run folder from its density snapshots (with seeds > 1: the first seed's)."""
+    from ptforget.train import density_figure
+
+    members = summary.get("members")
+    if members:
+        density_figure(run_dir / f"seed{members[0]['seed']}", out=run_dir / "density.png")
+    else:
+        density_figure(run_dir)
+
+
+def _sweep_done(pre: Preflight) -> None:
+    """The closing line of a finished sweep: how many jobs, where, and the command that tables them."""
+    if pre.job.get("quiet"):
+        return
+    from ptforget.terminal import line
+
+    try:
+        sweep = Path(HydraConfig.get().sweep.dir)
+    except Exception:
+        sweep = pre.sweep_dir
+    line(f"sweep done: {len(pre.jobs) or '?'} jobs in {sweep}; tables and figures: ptforget-report {sweep}")
+
+
 def _print_runs(cfg: DictConfig, summary: dict[str, Any], run_dir: Path) -> None:
     from ptforget.summary import print_summary
 
@@ -655,9 +683,18 @@ def train_app(cfg: DictConfig) -> float | None:
     from ptforget.train import run_training
 
     validate.preflight(cfg)  # where the job runs: its devices must exist here
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
     summary = run_training(cfg, run_dir)
-    _print_runs(cfg, summary, run_dir)
+    _density_figures(summary, run_dir)
+    if str(hc.mode) == "RunMode.MULTIRUN":  # one line per job; the sweep's last line points to ptforget-report
+        if not cfg.get("quiet"):
+            from ptforget.summary import job_line
+            from ptforget.terminal import line
+
+            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)))
+    else:
+        _print_runs(cfg, summary, run_dir)
     members = summary.get("members")
     return (members[0] if members else summary).get("final", {}).get("old_mass")
 
@@ -665,21 +702,38 @@ def train_app(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="theory")
 @guarded
 def theory_app(cfg: DictConfig) -> None:
-    """ptforget-theory: print the predictions of every claim for a config as a table and write them as JSON."""
+    """ptforget-theory: print the predictions of every claim for a config as a table and write them, with the
+    resolved config they were computed for, as JSON into the run's own folder (or ``output``)."""
     from ptforget.bridge import theory_config, theory_fields
-    from ptforget.check import predictions
+    from ptforget.check import predictions, selected_claims
     from ptforget.io import write_json
+    from ptforget.terminal import width
     from ptforget.theory import format_predictions, predictions_to_json
 
-    tc = theory_config(cfg)
+    tc = theory_config(cfg, whitened=True)
     try:
-        preds = predictions(tc)
+        preds = predictions(tc, [c.id for c in selected_claims(cfg)])
     except FloatingPointError as err:  # a flow left its bounded region: the step is too large for it
         key = theory_fields(cfg)[1].get("lr", "theory.lr")
         raise ConfigError(key, tc.lr, f"a smaller step ({err})") from None
-    print(format_predictions(preds))
-    write_json(cfg.output, predictions_to_json(preds))
-    print(f"\nwritten: {cfg.output}")
+    out = theory_output(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    write_json(out, predictions_to_json(preds, tc, config={k: v for k, v in config.items() if k != "hydra"}))
+    print(format_predictions(preds, tc, width=width()))
+    print(f"\nwritten: {out}")
+
+
+def theory_output(cfg: DictConfig) -> Path:
+    """Where the predictions go: ``output`` when given, else ``predictions.json`` in the run folder; a file
+    already there from another run is never overwritten (``predictions-2.json``, ...)."""
+    if cfg.get("output") is not None:
+        return Path(str(cfg.output))
+    folder = Path(HydraConfig.get().runtime.output_dir)
+    out, k = folder / "predictions.json", 1
+    while out.exists():
+        k += 1
+        out = folder / f"predictions-{k}.json"
+    return out
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="check")
@@ -740,13 +794,32 @@ def verdicts_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _app_help(primary: str) -> bool:
+    """``-h`` / ``--help``: this app's groups and keys with their documentation (``ptforget.helptext``)."""
+    argv = sys.argv[1:]
+    if not any(a in ("-h", "--help") for a in argv):
+        return False
+    from ptforget.helptext import print_help
+
+    try:
+        plugins.install(argv)
+    except ConfigError as err:
+        fail(err)
+    print_help(primary, argv)
+    return True
+
+
 def train_main() -> Any:
     """Entry point of ptforget-train."""
+    if _app_help("train"):
+        return None
     return run_checked(train_app, "train", validate.preflight)
 
 
 def theory_main() -> Any:
     """Entry point of ptforget-theory."""
+    if _app_help("theory"):
+        return None
     return run_checked(theory_app, "theory", validate.validate_theory)
 
 

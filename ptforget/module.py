@@ -101,6 +101,9 @@ class PostTrainModule(L.LightningModule):
         self.histories: list[list[dict[str, float]]] = [[] for _ in range(seeds)]
         self.diverged: list[tuple[int, str] | None] = [None] * seeds
         self.step = 0  # optimizer steps taken
+        #: the model's log-density on a display grid at a few steps (1-D and 2-D tasks): step -> (S, G) tensor
+        self.density: dict[int, Tensor] = {}
+        self.snapshot_steps = set(snapshot_steps(max_steps, eval_every))
         self._last_ckpt_step = 0
         self._resume: dict[str, Any] | None = None
         self.resumed_from: int | None = None  # step of the checkpoint this run resumed from
@@ -319,6 +322,8 @@ class PostTrainModule(L.LightningModule):
             params_bad = self._params_bad_step
         m = self._measure()
         self.metrics.update(m, alive=alive)
+        if step in self.snapshot_steps:
+            self._snapshot(step)
         cols: dict[str, Tensor] = {}
         if self._last_loss is not None:
             cols["loss"] = self._last_loss.reshape(self.S)
@@ -349,6 +354,16 @@ class PostTrainModule(L.LightningModule):
             self.trainer.should_stop = True
         return rows
 
+    @torch.no_grad()
+    def _snapshot(self, step: int) -> None:
+        """Record the model's log-density on the task's display grid (every family: its exact ``log_prob``)."""
+        grid = density_grid(self.task)
+        if grid is None:
+            return
+        x = grid[0].to(self.device)
+        lq = self.generator.log_prob(x.expand(*self.generator.batch_shape, *x.shape))
+        self.density[int(step)] = lq.reshape(self.S, -1).float().cpu()
+
     def summary_metrics(self, member: int = 0) -> dict[str, dict[str, float]]:
         """first/last/min/max of every tracked metric that was measured, for one member."""
         out = {}
@@ -370,6 +385,7 @@ class PostTrainModule(L.LightningModule):
             "bad_step": self._bad_step,
             "params_bad_step": self._params_bad_step,
             "rng": torch.get_rng_state(),
+            "density": self.density,
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -388,6 +404,7 @@ class PostTrainModule(L.LightningModule):
         self.step = self._last_ckpt_step = self.resumed_from = int(state["step"])
         self.histories = state["histories"]
         self.diverged = [tuple(d) if d else None for d in state["diverged"]]
+        self.density = dict(state.get("density") or {})
         self._bad_step, self._params_bad_step = state["bad_step"], state["params_bad_step"]
         self._resume = state
 
@@ -399,3 +416,38 @@ class PostTrainModule(L.LightningModule):
         torch.set_rng_state(state["rng"])
         if "cuda_rng" in state and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+
+
+#: how many density snapshots a run records (first and last step included) and the display grid's resolution
+SNAPSHOTS = 6
+GRID_1D = 256
+GRID_2D = 48
+
+
+def snapshot_steps(max_steps: int, eval_every: int, k: int = SNAPSHOTS) -> list[int]:
+    """The evaluation steps nearest to ``k`` evenly spaced steps from 0 to ``max_steps`` (both included)."""
+    evals = sorted({*range(0, max_steps, eval_every), max_steps})
+    want = [round(i * max_steps / (k - 1)) for i in range(k)] if k > 1 else [max_steps]
+    return sorted({min(evals, key=lambda e, w=w: (abs(e - w), e)) for w in want})
+
+
+def density_grid(task: TwoModeTask) -> tuple[Tensor, tuple[int, ...]] | None:
+    """Display grid of the density snapshots: (points (G, d) float32, shape) covering both modes and q0's new
+    mean with 4.5 standard deviations to spare, G = 256 points in 1-D, a 48 x 48 mesh in 2-D; None for d > 2."""
+    if task.dim > 2:
+        return None
+    key = ("density_grid", task.dim)
+    if key not in task._cache:
+        centres = torch.stack([task._mu_old64, task._mu_new64, task._mu_new0_64])
+        sd = task._cov64.diagonal().sqrt()
+        lo, hi = centres.min(0).values - 4.5 * sd, centres.max(0).values + 4.5 * sd
+        if task.dim == 1:
+            pts, shape = torch.linspace(float(lo[0]), float(hi[0]), GRID_1D).unsqueeze(-1), (GRID_1D,)
+        else:
+            xs = torch.linspace(float(lo[0]), float(hi[0]), GRID_2D)
+            ys = torch.linspace(float(lo[1]), float(hi[1]), GRID_2D)
+            X, Y = torch.meshgrid(xs, ys, indexing="xy")
+            pts, shape = torch.stack([X.reshape(-1), Y.reshape(-1)], -1), (GRID_2D, GRID_2D)
+        task._cache[key] = (pts.to(torch.float32), shape)
+    return task._cache[key]
+

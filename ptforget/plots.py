@@ -31,6 +31,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from ptforget.io import atomic_replace
+from ptforget.labels import label_of
 from ptforget.stats import mean_ci
 
 Curve = tuple[Sequence[float], Sequence[float]]
@@ -110,9 +111,9 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
     for i, (label, curve) in enumerate(_theory_items(theory)):
         steps, vals = curve
         ax.plot(np.asarray(steps, float), np.asarray(vals, float), "--", color=str(0.15 * (i % 5)), label=str(label))
-    ax.set_xlabel("step")
-    ax.set_ylabel(key)
-    ax.set_title(title or f"{key} over training")
+    ax.set_xlabel(label_of("step"))
+    ax.set_ylabel(label_of(key))
+    ax.set_title(title or f"{label_of(key)} over training")
     ax.grid(alpha=0.3)
     if curves or theory is not None:
         ax.legend(fontsize="small")
@@ -126,7 +127,8 @@ def _positive(y: np.ndarray) -> np.ndarray:
 
 
 def plot_drift_vs_delta(deltas: Sequence[float], drifts: Any, path: str | os.PathLike, theory: Any = None,
-                        show_bc: bool = False, title: str | None = None) -> Path:
+                        show_bc: bool = False, title: str | None = None,
+                        ylabel: str = "old-mode drift (sup over the run)") -> Path:
     """Drift against separation Delta on a log y-scale.
 
     ``drifts``: values aligned with ``deltas``, or label -> values. ``theory``: None, values aligned with
@@ -152,50 +154,79 @@ def plot_drift_vs_delta(deltas: Sequence[float], drifts: Any, path: str | os.Pat
         ax.plot(grid, np.exp(-(grid**2) / 8.0), ":", color="grey", label=r"BC $=e^{-\Delta^2/8}$")
     ax.set_yscale("log")
     ax.set_xlabel(r"separation $\Delta$")
-    ax.set_ylabel("drift")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or r"drift vs $\Delta$")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
 
 
+def _seed_stats(vals: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(mean, lo, hi, per-point seed values) of values aligned with x, each a number or a list over seeds."""
+    per = [np.atleast_1d(np.asarray(v, float)) for v in vals]
+    st = [mean_ci(v) for v in per]
+    mean = np.array([s["mean"] for s in st])
+    lo = np.array([s["lo"] if s["n"] > 1 else s["mean"] for s in st])
+    hi = np.array([s["hi"] if s["n"] > 1 else s["mean"] for s in st])
+    return mean, lo, hi, per
+
+
 def plot_replay(lambdas: Sequence[float], final_weights: Any, path: str | os.PathLike,
                 title: str | None = None) -> Path:
     """Final old-component weight against replay fraction lambda, with the y = x line.
 
-    ``final_weights``: values aligned with ``lambdas`` or label -> values.
+    ``final_weights``: values aligned with ``lambdas`` (each a number, or a list with one value per seed: drawn
+    as the seeds' dots, their mean and 95% interval, one legend entry), or label -> such values.
     """
     lam = np.asarray(lambdas, float)
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     series = final_weights.items() if isinstance(final_weights, Mapping) else [("learned", final_weights)]
     for label, vals in series:
-        ax.plot(lam, np.asarray(vals, float), "o-", label=str(label))
+        mean, lo, hi, per = _seed_stats(vals)
+        n = max(len(p) for p in per) if per else 1
+        (line,) = ax.plot(lam, mean, "o-", label=f"{label} (mean of {n} seeds, 95% CI)" if n > 1 else str(label))
+        if n > 1:
+            ax.fill_between(lam, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            for x, p in zip(lam, per, strict=True):
+                ax.plot(np.full(len(p), x), p, ".", color=line.get_color(), alpha=0.5, ms=4)
     lo = float(min(0.0, lam.min())) if lam.size else 0.0
     hi = float(max(1.0, lam.max())) if lam.size else 1.0
     ax.plot([lo, hi], [lo, hi], "--", color="black", label="y = x")
     ax.set_xlabel(r"replay fraction $\lambda$")
-    ax.set_ylabel("final old weight")
+    ax.set_ylabel("final old-component weight")
     ax.set_title(title or "replay: final weight vs replay fraction")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
 
 
+def _linthresh(*series: Any) -> float:
+    """The linear range of a symlog axis: below the smallest positive value drawn (so zeros show, on the axis's
+    linear part, and every positive value sits on its log part)."""
+    pos = [float(v) for vals in series for v in np.ravel(np.asarray(vals, float)) if np.isfinite(v) and v > 0]
+    return 10.0 ** np.floor(np.log10(min(pos))) if pos else 1e-3
+
+
 def plot_starvation(batch_sizes: Sequence[float], measured: Mapping[str, Sequence[float]],
                     predicted: Mapping[str, Sequence[float]], path: str | os.PathLike, logx: bool = True,
-                    ylabel: str = "old-mode signal", title: str | None = None) -> Path:
+                    ylabel: str = "starved fraction of batches", title: str | None = None) -> Path:
     """Measured (markers, solid) and predicted (dashed, same colour for the same label) quantities against
-    batch size, log y-scale (and log-2 x-scale when ``logx``). Both dicts map label -> values aligned with
-    ``batch_sizes``; a predicted label without a measured one gets its own colour."""
+    batch size, on a log y-scale that keeps zeros visible (symlog: linear below the smallest positive value; a
+    zero is drawn on the axis's floor, as a hollow marker) and a log-2 x-scale when ``logx``. Both dicts map
+    label -> values aligned with ``batch_sizes``; a predicted label without a measured one gets its own colour."""
     b = np.asarray(batch_sizes, float)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     colors: dict[str, Any] = {}
     for label, vals in measured.items():
-        (line,) = ax.plot(b, _positive(vals), "o-", label=f"{label} (measured)")
+        (line,) = ax.plot(b, np.asarray(vals, float), "o-", label=f"{label} (measured)")
         colors[label] = line.get_color()
+        zero = np.asarray(vals, float) == 0
+        if zero.any():
+            ax.plot(b[zero], np.zeros(int(zero.sum())), "o", mfc="white", color=line.get_color(), zorder=3)
     for label, vals in predicted.items():
-        ax.plot(b, _positive(vals), "--", color=colors.get(label), label=f"{label} (predicted)")
-    ax.set_yscale("log")
+        ax.plot(b, np.asarray(vals, float), "--", color=colors.get(label), label=f"{label} (predicted)")
+    ax.set_yscale("symlog", linthresh=_linthresh(*measured.values(), *predicted.values()))
+    ax.set_ylim(bottom=0)
     if logx:
         ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
@@ -228,12 +259,13 @@ def plot_method_comparison(curves_by_method: Mapping[str, Mapping[str, Any]], pa
             if entry is not None:
                 _draw(ax, entry, str(method), color=color)
     for ax, key in zip(axes[0], keys, strict=True):
-        ax.set_xlabel("step")
-        ax.set_ylabel(key)
-        ax.set_title(key)
+        ax.set_xlabel(label_of("step"))
+        ax.set_ylabel(label_of(key))
+        ax.set_title(label_of(key))
         ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+    legend = next((ax for ax in axes[0] if ax.get_legend_handles_labels()[0]), None)
+    if legend is not None:  # one legend: every panel draws the same methods in the same colours
+        legend.legend(fontsize="small")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -303,6 +335,48 @@ def plot_density_evolution(snapshots: Sequence[tuple], path: str | os.PathLike,
     return _save(fig, path)
 
 
+def plot_density_panels(panels: Mapping[tuple[str, str], tuple[Sequence[tuple], Mapping[str, Any]]],
+                        path: str | os.PathLike, title: str | None = None) -> Path:
+    """1-D density snapshots of several runs on one page: rows x columns of panels keyed ``(row, column)`` (e.g.
+    family x objective), each ``(snapshots, task_info)`` as for ``plot_density_evolution`` (1-D only): a curve
+    per snapshot coloured by its step (one colour bar for the page), the target p* dashed, the modes marked."""
+    rows = list(dict.fromkeys(r for r, _ in panels))
+    cols = list(dict.fromkeys(c for _, c in panels))
+    if not panels:
+        raise ValueError("no panels")
+    steps = [float(s[0]) for snaps, _ in panels.values() for s in snaps]
+    norm = matplotlib.colors.Normalize(vmin=min(steps), vmax=max(steps) if max(steps) > min(steps) else min(steps) + 1)
+    cmap = matplotlib.colormaps["viridis"]
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(4.4 * len(cols), 2.9 * len(rows)), squeeze=False,
+                             sharex=True)
+    for (r, c), (snaps, info) in panels.items():
+        ax = axes[rows.index(r)][cols.index(c)]
+        for step, xs, dens in sorted(snaps, key=lambda s: s[0]):
+            ax.plot(np.asarray(xs, float), np.asarray(dens, float), color=cmap(norm(float(step))), lw=1.3)
+        if info.get("target") is not None:
+            tx, ty = info["target"]
+            ax.plot(np.asarray(tx, float), np.asarray(ty, float), "--", color="black", lw=1.4, label="target p*")
+        for name, style, lab in (("old_mean", ":", "old mode"), ("new_mean", "-.", "new mode")):
+            if info.get(name) is not None:
+                ax.axvline(float(np.ravel(info[name])[0]), ls=style, color="grey", lw=1, label=lab)
+        ax.set_title(f"{r}: {c}" + (f" ({info['note']})" if info.get("note") else ""), fontsize="medium")
+        ax.grid(alpha=0.3)
+    for i in range(len(rows)):
+        axes[i][0].set_ylabel("density")
+        for j in range(len(cols)):
+            if (rows[i], cols[j]) not in panels:
+                axes[i][j].set_visible(False)
+    for j in range(len(cols)):
+        axes[-1][j].set_xlabel("x")
+    first = axes[0][0]
+    if first.get_legend_handles_labels()[0]:
+        first.legend(fontsize="small")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=label_of("step"), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
                          title: str | None = None, logy: bool = False) -> Path:
     """Aggregated metric against a numeric parameter, one line per label.
@@ -332,8 +406,8 @@ def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, x
 
 
 __all__: list[str] = [
-    "mean_band", "plot_density_evolution", "plot_drift_vs_delta", "plot_method_comparison", "plot_metric_vs_param",
-    "plot_replay", "plot_starvation", "plot_trajectories",
+    "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
+    "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
 ]
 
 

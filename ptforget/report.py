@@ -1,19 +1,28 @@
 """Sweep reports: collect every run under a folder, aggregate over seeds, write tables and figures.
 
-A run is any folder holding a ``summary.json`` (written by ``ptforget-train``). Its Hydra overrides come from
-``summary["overrides"]`` or, failing that, from ``.hydra/overrides.yaml`` next to it. The *swept keys* are the
-override keys whose values differ across runs; ``seed`` is never a grouping key, so groups average over seeds.
+A run is any folder holding a ``summary.json`` (written by ``ptforget-train``). Its settings are the whole
+composed config it ran with, defaults filled in (``summary["config"]``, or ``.hydra/config.yaml`` next to the run
+or its ensemble folder), and the config-group options it was composed from (``summary["choices"]`` or
+``.hydra/hydra.yaml``): ``generator=flow`` and ``generator=realnvp`` are two settings although both build the
+class ``Flow``. Runs that only recorded their overrides fall back to them. The *swept keys* are the settings whose
+values differ across runs, less those that do not change a result (``study``, ``paths``, ``logger``, ...), the
+seeds, and the keys a differing group option already names (``generator.kind`` when ``generator`` differs), so
+groups average over seeds and two sweeps of the same config sharing a folder give one row.
 
 Public API::
 
     collect(root) -> list[dict]                      # one flat row per run
     aggregate(rows, by=None, metrics=None) -> list[dict]   # n, mean, 95% t-interval per metric and group
     write_report(root, out_dir=None, metrics=None, figures=True) -> dict
-    main(argv=None) -> int                           # console script ``ptforget-report DIR [--out OUT] ...``
+    main(argv=None) -> int       # ``ptforget-report DIR [metrics=[old_mass,drift_max]] [by=[...]] [out=DIR]``
 
-Aggregates use only runs whose status is ``complete``; diverged, failed and interrupted runs are counted
-(``n_runs`` vs ``n``) and listed in their own section of ``summary.md``. Non-finite metric values are skipped
-per metric, so ``<metric>_n`` can be smaller than ``n``.
+Every numeric field of a summary is a metric: the final values (``old_mass``), the extremes over the run
+(``drift_max``, ``old_mass_min``, ``comp_drift_first``), forgetting (``old_mass_deficit`` = the target's old-region
+mass minus the final one: forgetting measured against p*, not against where the run started), the target
+(``target_old_mass``), pretraining statistics and the wall time. Aggregates use only runs whose status is
+``complete``; diverged, failed and interrupted runs are counted (``n_runs`` vs ``n``) and listed in their own
+section of ``summary.md``. Non-finite metric values are skipped per metric, so ``<metric>_n`` can be smaller than
+``n``. The figures follow the experiment (``experiment=drift_vs_separation``: the sup drift against Delta).
 """
 
 from __future__ import annotations
@@ -33,16 +42,39 @@ from ptforget.io import atomic_write_text
 from ptforget.io import read_trajectory as read_trajectory_columns
 from ptforget.stats import mean_ci
 
-# Columns taken from summary.json as they are (the metric columns come from "final" and "forgetting").
-META_KEYS = ("status", "reason", "diverged_step", "seed", "generator", "objective", "steps", "max_steps",
-             "wall_time_s", "config_hash")
+# Columns taken from summary.json as they are (the metric columns come from "final", "extremes", "forgetting",
+# "target" and "pretrain"); the summary's class names go to generator_class / objective_name, since "generator"
+# and "objective" are the group options the user chose.
+META_KEYS = ("status", "reason", "diverged_step", "seed", "steps", "max_steps", "wall_time_s", "config_hash")
 # Preferred order of metric columns; others follow alphabetically.
 METRIC_ORDER = ("old_mass", "weight", "drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
-                "kl_q_pstar", "kl_pstar_q", "old_mass_first_minus_last", "old_mass_max_minus_last")
-# Metrics shown in summary.md and on stdout unless --metrics says otherwise.
-DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_max_minus_last")
-NEVER_GROUP = ("seed",)
+                "kl_q_pstar", "kl_pstar_q", "old_mass_deficit", "old_mass_first_minus_last",
+                "old_mass_max_minus_last", "target_old_mass")
+# Metrics shown in summary.md and on stdout unless metrics=[...] says otherwise.
+DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_deficit")
+#: never grouping keys: the seeds (groups average over them)
+NEVER_GROUP = ("seed", "seeds")
+#: settings that do not change a run's result (ptforget.train.NON_RESULT_KEYS, and these leaves anywhere)
+NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+NOT_SETTING_LEAVES = ("cache_dir", "enable_progress_bar")
+#: config groups whose option names a block of keys anywhere in the config (a global package)
+GLOBAL_GROUPS = ("experiment",)
 BAD_STATUSES = ("diverged", "failed", "interrupted")
+EXTREMES = ("first", "last", "min", "max")
+#: what each experiment's report shows: the x key of its figures, the metrics drawn against it (log y or not),
+#: the table's metrics and the trajectories drawn
+EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "drift_vs_separation": {"x": "task.delta", "metrics": ("comp_drift_max", "drift_max"), "logy": True,
+                            "table": ("comp_drift_max", "drift_max", "old_mass", "weight"),
+                            "trajectories": ("comp_drift",)},
+    "mass_forgetting": {"x": "task.delta", "metrics": ("old_mass", "old_mass_deficit"), "logy": False,
+                        "table": ("old_mass", "weight", "old_mass_deficit", "drift"), "trajectories": ("old_mass",)},
+    "replay_sweep": {"x": "objective.lam", "metrics": ("weight", "old_mass"), "logy": False,
+                     "table": ("weight", "old_mass", "old_mass_deficit", "new_error"), "trajectories": ("old_mass",)},
+    "methods_compare": {"x": None, "metrics": (), "logy": False,
+                        "table": ("old_mass", "old_mass_deficit", "new_error", "drift"),
+                        "trajectories": ("old_mass", "new_error")},
+}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -127,30 +159,129 @@ def find_summaries(root: str | Path) -> list[Path]:
     return sorted(root.rglob("summary.json"), key=lambda p: _natural_key(p.relative_to(root)))
 
 
+def _load_yaml(path: Path) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+
+
+def _hydra_dir(run_dir: Path) -> Path | None:
+    """The ``.hydra`` folder of a run: its own, or its ensemble's (a member lives in ``<run>/seed<k>/``)."""
+    for d in (run_dir, run_dir.parent):
+        if (d / ".hydra").is_dir():
+            return d / ".hydra"
+    return None
+
+
+def run_settings(summary: dict[str, Any], run_dir: Path) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """(the composed config the run used, with its defaults; the group options chosen), each from the summary or
+    else from Hydra's files next to the run (None / {} when neither has them)."""
+    config, choices = summary.get("config"), summary.get("choices")
+    hydra = _hydra_dir(run_dir) if not (isinstance(config, dict) and isinstance(choices, dict)) else None
+    if not isinstance(config, dict) and hydra is not None:
+        loaded = _load_yaml(hydra / "config.yaml")
+        config = loaded if isinstance(loaded, dict) else None
+    if not isinstance(choices, dict):
+        choices = {}
+        loaded = _load_yaml(hydra / "hydra.yaml") if hydra is not None else None
+        got = (((loaded or {}).get("hydra") or {}).get("runtime") or {}).get("choices") if isinstance(
+            loaded, dict) else None
+        if isinstance(got, dict):
+            choices = {str(k): v for k, v in got.items() if not str(k).startswith("hydra/")}
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if k != "hydra"}
+    return config, choices
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted leaf keys of a nested mapping (lists are values): ``{"task": {"delta": 4}}`` -> ``{"task.delta": 4}``."""
+    out: dict[str, Any] = {}
+    if isinstance(node, dict):
+        for k, v in node.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and v:
+                out.update(flatten(v, key))
+            else:
+                out[key] = v
+    return out
+
+
+def summary_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Every numeric field of a summary under its report name (see the module docstring)."""
+    metrics: dict[str, float] = {}
+    for key, value in (summary.get("final") or {}).items():
+        metrics[key] = _to_float(value)
+    for key, ext in (summary.get("extremes") or {}).items():
+        if isinstance(ext, dict):
+            for stat in EXTREMES:
+                if stat in ext:
+                    metrics[f"{key}_{stat}"] = _to_float(ext[stat])
+    for key, value in (summary.get("forgetting") or {}).items():
+        metrics[key] = _to_float(value)
+    for key, value in (summary.get("target") or {}).items():
+        metrics[f"target_{key}"] = _to_float(value)
+    for key, value in (summary.get("pretrain") or {}).items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            metrics[key] = _to_float(value)
+    for key in ("wall_time_s", "steps"):
+        if isinstance(summary.get(key), int | float) and not isinstance(summary.get(key), bool):
+            metrics[key] = _to_float(summary[key])
+    return metrics
+
+
+def _target_old_mass(config: dict[str, Any]) -> float | None:
+    """p*'s old-region mass for a run's task config (runs written before summaries recorded their target)."""
+    try:
+        from ptforget.metrics import target_region_stats
+        from ptforget.tasks import TwoModeTask
+
+        task = {k: v for k, v in (config.get("task") or {}).items() if not str(k).startswith("_")}
+        return float(target_region_stats(TwoModeTask(**task))[0])
+    except Exception:
+        return None
+
+
 def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dict[str, Any]:
     overrides = summary.get("overrides")
     if overrides is None:
         ov_file = run_dir / ".hydra" / "overrides.yaml"
         overrides = _read_overrides_yaml(ov_file) if ov_file.is_file() else []
-    params = parse_overrides(overrides)
+    config, choices = run_settings(summary, run_dir)
+    chosen = {g: o for g, o in choices.items() if g not in NOT_SETTINGS}
+    # the group options first, then every setting with its default (or, without a config, the overrides)
+    params: dict[str, Any] = dict(chosen)
+    if config is not None:
+        params.update(flatten(config))
+    else:
+        params.update(parse_overrides(overrides))
     try:
         rel = run_dir.relative_to(root).as_posix() or "."
     except ValueError:
         rel = run_dir.as_posix()
     row: dict[str, Any] = {"run": rel}
-    for key, value in params.items():
-        row[key] = value
+    row.update(params)
     for key in META_KEYS:
         if key in summary:
             row[key] = summary[key]
-    metrics: dict[str, float] = {}
-    for key, value in (summary.get("final") or {}).items():
-        metrics[key] = _to_float(value)
-    for key, value in (summary.get("forgetting") or {}).items():
-        metrics[key] = _to_float(value)
+    if "generator" in summary:
+        row["generator_class"] = summary["generator"]
+        row.setdefault("generator", summary["generator"])  # no recorded choice: the class name, as before
+    if "objective" in summary:
+        row["objective_name"] = summary["objective"]
+        row.setdefault("objective", summary["objective"])
+    metrics = summary_metrics(summary)
+    if "target_old_mass" not in metrics and config is not None and "old_mass" in metrics:
+        target = _target_old_mass(config)
+        if target is not None:
+            metrics["target_old_mass"] = target
+            metrics["old_mass_deficit"] = target - metrics["old_mass"]
     row.update(metrics)
     row["_dir"] = str(run_dir)
     row["_override_keys"] = list(params)
+    row["_choice_keys"] = list(chosen)
     row["_metric_keys"] = list(metrics)
     return row
 
@@ -243,9 +374,26 @@ def _sort_key(v: Any) -> tuple:
     return (3, 0.0, str(v))
 
 
+def is_setting(key: str) -> bool:
+    """Whether a config key can tell two results apart (not the seeds, folders, loggers, study, ...)."""
+    parts = key.split(".")
+    return parts[0] not in NEVER_GROUP and parts[0] not in NOT_SETTINGS and parts[-1] not in NOT_SETTING_LEAVES
+
+
+def _determined_by(rows: Sequence[dict[str, Any]], key: str, choice: str) -> bool:
+    """Whether ``key`` takes one value for each option of ``choice`` (the option already tells the runs apart)."""
+    seen: dict[Any, Any] = {}
+    for r in rows:
+        c, v = _hashable(r.get(choice)), _hashable(r.get(key))
+        if seen.setdefault(c, v) != v:
+            return False
+    return True
+
+
 def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Override keys whose values vary across ``rows`` (a key missing from some runs counts as varying), minus
-    ``seed``, in first-seen order."""
+    """Settings whose values vary across ``rows`` (a key missing from some runs counts as varying), in first-seen
+    order: not the seeds nor the keys that do not change a result (``is_setting``), and not a key under a group
+    whose chosen option varies and determines it (``generator.kind`` when ``generator`` is flow or realnvp)."""
     keys: list[str] = []
     explicit = any("_override_keys" in r for r in rows)
     for r in rows:
@@ -253,14 +401,16 @@ def swept_keys(rows: Sequence[dict[str, Any]]) -> list[str]:
             cand = r.get("_override_keys", [])
         else:  # rows from elsewhere (e.g. read back from runs.csv): every non-meta, non-metric column
             cand = [k for k in r if not k.startswith("_") and k not in META_KEYS and k != "run"
-                    and k not in METRIC_ORDER]
+                    and k not in METRIC_ORDER and k not in ("generator_class", "objective_name")]
         keys += [k for k in cand if k not in keys]
+    varying = [k for k in keys if is_setting(k) and len({_hashable(r.get(k)) for r in rows}) > 1]
+    choices = [k for k in varying if any(k in r.get("_choice_keys", ()) for r in rows)]
     out = []
-    for k in keys:
-        if k in NEVER_GROUP:
+    for k in varying:
+        if k not in choices and any((k.startswith(c + ".") or c in GLOBAL_GROUPS) and _determined_by(rows, k, c)
+                                    for c in choices):
             continue
-        if len({_hashable(r.get(k)) for r in rows}) > 1:
-            out.append(k)
+        out.append(k)
     return out
 
 
@@ -407,23 +557,43 @@ def _is_numeric_key(rows: Sequence[dict[str, Any]], key: str) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in vals) and len(set(vals)) > 1
 
 
+def experiment_of(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The experiment every run was launched with (``experiment=...``), when they share one."""
+    names = {r.get("experiment") for r in rows if r.get("status", "complete") != "unreadable"}
+    if len(names) == 1:
+        name = names.pop()
+        return str(name) if name else None
+    return None
+
+
+def trajectory_column(metric: str) -> str:
+    """The trajectory column a metric comes from (``drift_max`` -> ``drift``)."""
+    for stat in EXTREMES:
+        if metric.endswith(f"_{stat}"):
+            return metric[: -len(stat) - 1]
+    return metric
+
+
 def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str], out_dir: Path,
-             metric: str = "old_mass", max_lines: int = 10) -> list[Path]:
+             metrics: Sequence[str] = ("old_mass",), trajectories: Sequence[str] = ("old_mass",),
+             x_key: str | None = None, logy: bool = False, max_lines: int = 10) -> list[Path]:
+    """Each metric against each numeric swept key (or only ``x_key``), one line per combination of the other swept
+    keys (mean and 95% CI), and the trajectories of ``trajectories`` (mean and 95% band over seeds per group)."""
     from ptforget import plots
 
     figs: list[Path] = []
     good = [r for r in rows if r.get("status", "complete") == "complete"]
-    # Final metric vs each numeric swept key, one line per combination of the other swept keys.
-    if any(f"{metric}_mean" in a for a in agg):
-        for key in by:
-            if not _is_numeric_key(good, key):
-                continue
+    keys = [k for k in by if _is_numeric_key(good, k) and (x_key is None or k == x_key)]
+    for metric in metrics:
+        if not any(a.get(f"{metric}_n", 0) for a in agg):
+            continue
+        for key in keys:
             others = [k for k in by if k != key]
             series: dict[str, tuple[list, list, list, list]] = {}
             for a in sorted(agg, key=lambda a: _sort_key(a.get(key))):
                 if a.get(f"{metric}_n", 0) == 0:
                     continue
-                lab = _label({k: a.get(k) for k in others}) if others else metric
+                lab = _label({k: a.get(k) for k in others}) if others else plots.label_of(metric)
                 xs, ms, lo, hi = series.setdefault(lab, ([], [], [], []))
                 xs.append(a[key])
                 ms.append(a[f"{metric}_mean"])
@@ -431,40 +601,51 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
                 hi.append(a[f"{metric}_hi"])
             if series:
                 figs.append(plots.plot_metric_vs_param(
-                    series, out_dir / f"final_{metric}_vs_{_safe_name(key)}.png", xlabel=key,
-                    ylabel=f"final {metric}", title=f"final {metric} vs {key} (mean, 95% CI)"))
-    # Trajectories: mean and 95% band over seeds, one line per group.
+                    series, out_dir / f"final_{_safe_name(metric)}_vs_{_safe_name(key)}.png",
+                    xlabel=plots.label_of(key), ylabel=plots.label_of(metric), logy=logy,
+                    title=f"{plots.label_of(metric)} vs {plots.label_of(key)} (mean, 95% CI over seeds)"))
+    for column in dict.fromkeys(trajectories):
+        figs += _trajectory_figures(good, by, out_dir, column, max_lines)
+    return figs
+
+
+def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path, column: str,
+                        max_lines: int) -> list[Path]:
+    from ptforget import plots
+
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
     for vals, members in group_rows(good, by):
-        trajs = [t for t in (read_trajectory(r["_dir"], metric) for r in members if "_dir" in r) if t and t[0]]
+        trajs = [t for t in (read_trajectory(r["_dir"], column) for r in members if "_dir" in r) if t and t[0]]
         if trajs:
             curves[_label(vals)] = trajs
-    if curves:
-        if len(curves) <= max_lines or not by:
-            chunks = {"": curves}
-        else:  # one figure per value of the first swept key
-            chunks = {}
-            for vals, _members in group_rows(good, by):
-                lab = _label(vals)
-                if lab in curves:
-                    chunks.setdefault(f"_{_safe_name(f'{by[0]}={_fmt(vals[by[0]])}')}", {})[lab] = curves[lab]
-        for suffix, cs in chunks.items():
-            figs.append(plots.plot_trajectories(cs, out_dir / f"trajectories_{metric}{suffix}.png", key=metric,
-                                                title=f"{metric} over training (mean, 95% band over seeds)"))
-    return figs
+    if not curves:
+        return []
+    if len(curves) <= max_lines or not by:
+        chunks = {"": curves}
+    else:  # one figure per value of the first swept key
+        chunks = {}
+        for vals, _members in group_rows(good, by):
+            lab = _label(vals)
+            if lab in curves:
+                chunks.setdefault(f"_{_safe_name(f'{by[0]}={_fmt(vals[by[0]])}')}", {})[lab] = curves[lab]
+    return [plots.plot_trajectories(cs, out_dir / f"trajectories_{_safe_name(column)}{suffix}.png", key=column,
+                                    title=f"{plots.label_of(column)} over training (mean, 95% band over seeds)")
+            for suffix, cs in chunks.items()]
 
 
 def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: Sequence[str] | None = None,
                  figures: bool = True, by: Sequence[str] | None = None) -> dict[str, Any]:
     """Collect the runs under ``root`` and write the report into ``out_dir`` (default: ``root/report``).
 
-    Writes (each atomically): ``runs.csv`` (one row per run), ``summary.csv`` (per group: n and mean/std/CI of
-    every metric), ``summary.md`` (markdown table of ``metrics``, mean ± 95% CI, plus a section listing
-    non-complete runs) and, with ``figures``, ``final_old_mass_vs_<key>.png`` for each numeric swept key and
-    ``trajectories_old_mass*.png``. ``metrics`` chooses the columns of the markdown table (default:
-    DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics, markdown and the
-    written paths (runs_csv, summary_csv, summary_md, figures). Raises FileNotFoundError if no run is found and
-    ReportError (before anything is written) when ``metrics`` or ``by`` name what the runs lack.
+    Writes (each atomically): ``runs.csv`` (one row per run, every setting and metric), ``summary.csv`` (per group:
+    n and mean/std/CI of every metric), ``summary.md`` (markdown table of ``metrics``, mean ± 95% CI, plus a section
+    listing non-complete runs) and, with ``figures``, each table metric against each numeric swept key
+    (``final_<metric>_vs_<key>.png``) and its trajectories (``trajectories_<column>*.png``); an experiment chooses
+    its own (``EXPERIMENTS``). ``metrics`` chooses the columns of the table and the figures (default: the
+    experiment's, or DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics,
+    markdown, experiment and the written paths (runs_csv, summary_csv, summary_md, figures). Raises
+    FileNotFoundError if no run is found and ReportError (before anything is written) when ``metrics`` or ``by``
+    name what the runs lack.
     """
     root = Path(root)
     rows = collect(root)
@@ -475,10 +656,16 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     out.mkdir(parents=True, exist_ok=True)
     by = list(swept_keys(rows) if by is None else by)
     all_metrics = metric_keys(rows)
+    experiment = experiment_of(rows)
+    preset = EXPERIMENTS.get(experiment or "", {})
     if metrics is None:
-        table_metrics = [m for m in DEFAULT_TABLE_METRICS if m in all_metrics] or all_metrics[:5]
+        table_metrics = [m for m in preset.get("table", DEFAULT_TABLE_METRICS) if m in all_metrics] or [
+            m for m in DEFAULT_TABLE_METRICS if m in all_metrics] or all_metrics[:5]
+        fig_metrics = [m for m in preset.get("metrics", ("old_mass",)) if m in all_metrics]
+        trajectories = list(preset.get("trajectories", ("old_mass",)))
     else:
-        table_metrics = list(metrics)
+        table_metrics = fig_metrics = list(metrics)
+        trajectories = [trajectory_column(m) for m in metrics]
     agg_metrics = all_metrics + [m for m in table_metrics if m not in all_metrics]
     agg = aggregate(rows, by=by, metrics=agg_metrics)
 
@@ -487,35 +674,78 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     atomic_write_text(summary_csv, _csv_text(agg))
     n_bad = sum(r.get("status", "complete") != "complete" for r in rows)
     table = markdown_table(agg, by, table_metrics)
+    from ptforget.labels import label_of
+
+    legend = "; ".join(f"`{m}`: {label_of(m)}" for m in table_metrics if label_of(m) != m)
     md = [f"# ptforget report: {root}", "",
           f"{len(rows)} runs ({len(rows) - n_bad} complete, {n_bad} not), {len(agg)} groups; "
-          f"swept keys: {', '.join(by) if by else '(none)'}. Cells: mean ± 95% t-interval half-width over "
-          "complete runs (seeds).", "", table]
+          f"swept keys: {', '.join(by) if by else '(none)'}"
+          + (f"; experiment: {experiment}" if experiment else "") + ". Cells: mean ± 95% t-interval half-width "
+          "over complete runs (seeds)." + (f" Columns: {legend}." if legend else ""), "", table]
     bad = bad_runs_markdown(rows, by)
     if bad:
         md += ["", bad]
     figs: list[Path] = []
     if figures:
-        figs = _figures(rows, agg, by, out)
+        figs = _figures(rows, agg, by, out, metrics=fig_metrics, trajectories=trajectories,
+                        x_key=preset.get("x"), logy=bool(preset.get("logy")))
         if figs:
             md += ["", "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figs]]
     markdown = "\n".join(md).rstrip("\n") + "\n"
     atomic_write_text(summary_md, markdown)
     return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
             "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
-            "figures": figs}
+            "figures": figs, "experiment": experiment}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ptforget-report",
-                                description="Aggregate ptforget runs (every summary.json under DIR) over seeds.")
+    p = argparse.ArgumentParser(
+        prog="ptforget-report",
+        description="Aggregate ptforget runs (every summary.json under DIR) over seeds: a table of mean ± 95%% CI "
+                    "per group of settings, runs.csv / summary.csv / summary.md and figures in DIR/report.",
+        epilog="Options may also be written key=value, as for the other ptforget commands: "
+               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false. Metrics: every "
+               "numeric summary field (final values such as old_mass; extremes such as drift_max, old_mass_min; "
+               "old_mass_deficit = the target's old mass minus the final one; wall_time_s; ...).")
     p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")
     p.add_argument("--out", default=None, help="output folder (default: DIR/report)")
     p.add_argument("--metrics", default=None,
-                   help=f"comma-separated metrics for the table (default: {','.join(DEFAULT_TABLE_METRICS)})")
-    p.add_argument("--by", default=None, help="comma-separated grouping keys (default: the swept override keys)")
+                   help=f"comma-separated metrics for the table and figures (default: the experiment's, else "
+                        f"{','.join(DEFAULT_TABLE_METRICS)})")
+    p.add_argument("--by", default=None, help="comma-separated grouping keys (default: the swept settings)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
     return p
+
+
+#: ``key=value`` words of the command line and the flag each one is
+KEY_VALUE_OPTIONS = {"metrics": "--metrics", "by": "--by", "out": "--out", "figures": None}
+
+
+def _key_value_args(argv: Sequence[str]) -> list[str]:
+    """``metrics=[a,b]`` / ``by=[k]`` / ``out=DIR`` / ``figures=false`` as their flags (a ReportError names a bad
+    one); everything else unchanged."""
+    out: list[str] = []
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if not eq or arg.startswith("-") or "/" in key:
+            out.append(arg)
+            continue
+        if key not in KEY_VALUE_OPTIONS:
+            raise ReportError(f"{key}={value}: not an option of ptforget-report; allowed: "
+                              + ", ".join(f"{k}=..." for k in KEY_VALUE_OPTIONS))
+        if key == "figures":
+            if value.lower() not in ("true", "false"):
+                raise ReportError(f"figures={value}: allowed: true or false")
+            if value.lower() == "false":
+                out.append("--no-figures")
+            continue
+        if key in ("metrics", "by"):
+            value = value.strip()
+            if value.startswith("[") and value.endswith("]"):
+                value = value[1:-1]
+            value = ",".join(v.strip().strip("'\"") for v in value.split(",") if v.strip())
+        out += [str(KEY_VALUE_OPTIONS[key]), value]
+    return out
 
 
 class ReportError(ValueError):
@@ -524,15 +754,15 @@ class ReportError(ValueError):
 
 def validate_options(rows: Sequence[dict[str, Any]], metrics: Sequence[str] | None,
                      by: Sequence[str] | None) -> None:
-    """``--metrics`` must name metrics the runs have and ``--by`` columns they have (ReportError otherwise)."""
+    """``metrics`` must name metrics the runs have and ``by`` columns they have (ReportError otherwise)."""
     found = metric_keys(rows)
     for m in metrics or ():
         if m not in found:
-            raise ReportError(f"--metrics {m!r}: not a metric of these runs; allowed: {', '.join(found) or '(none)'}")
+            raise ReportError(f"metrics: {m!r} is not a metric of these runs; allowed: {', '.join(found) or '(none)'}")
     columns = [k for k in dict.fromkeys(k for r in rows for k in r) if not k.startswith("_") and k != "run"]
     for k in by or ():
         if k not in columns:
-            raise ReportError(f"--by {k!r}: not a column of these runs; allowed: {', '.join(columns)}")
+            raise ReportError(f"by: {k!r} is not a column of these runs; allowed: {', '.join(columns)}")
 
 
 def out_problem(out: Path) -> str | None:
@@ -543,15 +773,20 @@ def out_problem(out: Path) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console script: ``ptforget-report DIR [--out OUT] [--metrics old_mass,drift,...] [--by k1,k2]``.
+    """Console script: ``ptforget-report DIR [metrics=[old_mass,drift_max]] [by=[k1,k2]] [out=OUT]`` (or
+    ``--metrics a,b --by k1,k2 --out OUT``).
 
-    Prints the markdown table and the output folder, and on stderr one line per unreadable run it skipped; returns
-    0, or 2 (with a one-line error on stderr) when DIR does not exist or holds no summary.json, ``--metrics`` or
-    ``--by`` name something the runs lack, or ``--out`` is not writable; 1 when writing fails (full disk). Bad
-    arguments exit with 2 through argparse.
+    Prints the table (fitted to the terminal's width) and the output folder, and on stderr one line per unreadable
+    run it skipped; returns 0, or 2 (with a one-line error on stderr) when DIR does not exist or holds no
+    summary.json, ``metrics`` or ``by`` name something the runs lack, or ``out`` is not writable; 1 when writing
+    fails (full disk). Bad arguments exit with 2 through argparse.
     """
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(_key_value_args(sys.argv[1:] if argv is None else list(argv)))
+    except ReportError as err:
+        print(f"ptforget-report: error: {err}", file=sys.stderr)
+        return 2
     root = Path(args.dir)
     if not root.is_dir():
         print(f"ptforget-report: error: {root} does not exist or is not a directory", file=sys.stderr)
@@ -564,7 +799,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out is not None else root / "report"
     problem = out_problem(out)
     if problem is not None:
-        print(f"ptforget-report: error: --out {out}: not a writable folder ({problem}); pass --out DIR",
+        print(f"ptforget-report: error: out={out}: not a writable folder ({problem}); pass out=DIR",
               file=sys.stderr)
         return 2
     try:
@@ -575,7 +810,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as err:
         print(f"ptforget-report: error: cannot write {err.filename or out}: {err.strerror or err}", file=sys.stderr)
         return 1
-    print(res["table"], end="")
+    from ptforget.terminal import print_table
+
+    print_table(res["aggregate"], res["by"], res["metrics"])
     unreadable = [r for r in res["rows"] if r.get("status") == "unreadable"]
     for r in unreadable:
         print(f"skipped unreadable run {r['run']}: {r['reason']}", file=sys.stderr)

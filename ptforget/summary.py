@@ -1,12 +1,13 @@
-"""Human-readable forgetting summary of one run (rich table on stdout)."""
+"""Human-readable forgetting summary of one run: a table on a terminal, one line per job in a sweep."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
+
+from ptforget.terminal import line, print_rich_table
 
 ROWS = [
     ("old_mass", "old-region mass"),
@@ -22,7 +23,8 @@ ROWS = [
 
 
 def print_summary(summary: dict[str, Any], run_dir: Path | None = None) -> None:
-    console = Console(highlight=False)
+    """The run's metrics (start, final, min, max) as a table fitted to the terminal, then where its files are
+    (whole paths, one per line, when piped)."""
     title = (f"{summary['generator']} / {summary['objective']}: {summary['status']} after {summary['steps']} steps"
              f" ({summary['wall_time_s']:.1f} s, seed {summary['seed']})")
     table = Table(title=title)
@@ -33,8 +35,34 @@ def print_summary(summary: dict[str, Any], run_dir: Path | None = None) -> None:
         if key in ext:
             e = ext[key]
             table.add_row(label, *(f"{e[k]:.4g}" for k in ("first", "last", "min", "max")))
-    console.print(table)
+    target = (summary.get("target") or {}).get("old_mass")
+    if target is not None and "old_mass" in ext:
+        table.caption = f"target p*: old-region mass {target:.4g}, old weight {summary['target'].get('weight', 0):.4g}"
+    print_rich_table(table)
     if summary.get("reason"):
-        console.print(f"reason: {summary['reason']}")
+        line(f"reason: {summary['reason']}")
     if run_dir is not None:
-        console.print(f"outputs: {run_dir}/trajectory.csv, {run_dir}/summary.json")
+        line(f"outputs: {run_dir}  (trajectory.csv, summary.json"
+             + (", density.png" if (Path(run_dir) / "density.png").exists() else "") + ")")
+
+
+def job_line(summary: dict[str, Any], run_dir: Path, job: int | str | None = None,
+             overrides: list[str] | None = None) -> str:
+    """One line for a job of a sweep: what it ran, its status, the old mass from start to end against the target,
+    and its folder."""
+    members = summary.get("members") or [summary]
+    first = members[0]
+    head = f"[job {job}] " if job is not None else ""
+    what = " ".join(o for o in (overrides or []) if not o.startswith(("hydra.", "seed="))) or "defaults"
+    status = summary.get("status", first.get("status"))
+    steps, wall = first.get("steps"), summary.get("wall_time_s", first.get("wall_time_s", 0.0))
+    ext = [m.get("extremes", {}).get("old_mass") for m in members]
+    mass = ""
+    if all(e is not None for e in ext):
+        start = sum(e["first"] for e in ext) / len(ext)
+        end = sum(e["last"] for e in ext) / len(ext)
+        target = (first.get("target") or {}).get("old_mass")
+        seeds = f" (mean of {len(ext)} seeds)" if len(ext) > 1 else ""
+        mass = f"; old-region mass {start:.3g} -> {end:.3g}" + (f" (p*: {target:.3g})" if target is not None else "")
+        mass += seeds
+    return f"{head}{what}: {status}, {steps} steps, {wall:.1f} s{mass}; {run_dir}"

@@ -84,7 +84,11 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike, reuse: bool = True
     if finished is not None:  # read only: a finished run in a read-only folder is still returned
         log.info("skipping %s: already %s", run_dir, finished.get("status"))
         return finished
-    with interrupt.handling():
+    from ptforget.progress import enabled
+    from ptforget.terminal import progress_wanted
+
+    bar = cfg.trainer.get("enable_progress_bar")
+    with interrupt.handling(), enabled(progress_wanted(bool(cfg.get("quiet"))) if bar is None else bool(bar)):
         _refuse_foreign(run_dir, cfg)  # before anything is built or written
         build.quiet_lightning()
         torch.set_num_threads(int(cfg.threads))
@@ -373,11 +377,13 @@ def _write_members(cfg: DictConfig, run_dir: Path, module: Any, status: str, rea
             st, why = "diverged", module.diverged[k][1]
         if seeds == 1:
             summary = summarize(container, module, st, why, wall)
+            write_density(run_dir, module, 0)
             write_outputs(run_dir, module.histories[0], summary)
             return summary
         member = {**container, "seed": first + k, "seeds": {"size": seeds, "first_seed": first}}  # see member_hash
         summary = summarize(member, module, st, why, wall, member=k)
         summary["ensemble"] = {"seeds": seeds, "member": k, "first_seed": first, "batched": True}
+        write_density(run_dir / f"seed{first + k}", module, k)
         write_outputs(run_dir / f"seed{first + k}", module.histories[k], summary)
         out.append(summary)
     return _write_ensemble(cfg, run_dir, out, batched=True, wall=wall)
@@ -391,8 +397,9 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
     diverged = module.diverged[member]
     final = {k: v["last"] for k, v in metrics.items()}
     om = metrics.get("old_mass")
+    target = target_values(module.task)
     forgetting = ({"old_mass_first_minus_last": om["first"] - om["last"], "old_mass_max_minus_last": om["max"]
-                   - om["last"]} if om else {})
+                   - om["last"], "old_mass_deficit": target["old_mass"] - om["last"]} if om else {})
     gen = cfg["generator"].get("_target_", "").rsplit(".", 1)[-1]
     return {
         "status": status,
@@ -410,8 +417,19 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
         "extremes": metrics,
         "forgetting": forgetting,
         "pretrain": getattr(module.generator, "pretrain_stats", {}),
+        "target": target,
         "overrides": _overrides(),
+        "choices": _choices(),
+        "config": {k: v for k, v in cfg.items() if k != "hydra"},
     }
+
+
+def target_values(task: Any) -> dict[str, float]:
+    """What the run is measured against: p*'s old-region mass and old weight beta* (forgetting is the shortfall
+    of the model's old-region mass below the target's, not below where the run started)."""
+    from ptforget.metrics import target_region_stats
+
+    return {"old_mass": float(target_region_stats(task)[0]), "weight": float(task.beta_star)}
 
 
 def _overrides() -> list[str]:
@@ -421,6 +439,88 @@ def _overrides() -> list[str]:
         return list(HydraConfig.get().overrides.task)
     except Exception:
         return []
+
+
+def _choices() -> dict[str, str | None]:
+    """The config-group options this run was composed from (``generator: realnvp``), Hydra's own groups left out;
+    empty outside a Hydra run (the check composes its configs itself)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        choices = dict(HydraConfig.get().runtime.choices)
+    except Exception:
+        return {}
+    return {str(k): (None if v is None else str(v)) for k, v in choices.items() if not str(k).startswith("hydra/")}
+
+
+DENSITY_FILE = "density.npz"
+
+
+def write_density(run_dir: Path, module: Any, member: int = 0) -> None:
+    """``density.npz``: the model's density snapshots of one member (``steps`` (K,), ``grid`` (G, d), ``shape``,
+    ``log_q`` (K, G)) beside the target's ``log_p_star`` (G,) and the modes ``mu_old`` / ``mu_new`` (d,); nothing
+    for a task above 2-D or a run without snapshots."""
+    from ptforget.io import atomic_replace
+    from ptforget.module import density_grid
+
+    grid = density_grid(module.task)
+    if grid is None or not module.density:
+        return
+    pts, shape = grid
+    steps = sorted(module.density)
+    task = module.task
+    with torch.no_grad():
+        log_p = task.log_prob("star", pts.to(task.mu_old.device)).cpu()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_replace(run_dir / DENSITY_FILE) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, steps=np.asarray(steps, dtype=np.int64), grid=pts.numpy(), shape=np.asarray(shape),
+                 log_q=torch.stack([module.density[t][member] for t in steps]).numpy(), log_p_star=log_p.numpy(),
+                 mu_old=task.mu_old.cpu().numpy(), mu_new=task.mu_new.cpu().numpy())
+
+
+def read_density(run_dir: str | os.PathLike) -> dict[str, np.ndarray] | None:
+    """The arrays of a run's ``density.npz`` (see ``write_density``), or None when it has none or it is unreadable."""
+    try:
+        with np.load(Path(run_dir) / DENSITY_FILE) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def density_snapshots(data: dict[str, np.ndarray]) -> tuple[list[tuple], dict[str, Any]]:
+    """(snapshots, task_info) for ``plots.plot_density_evolution`` from ``read_density``'s arrays: 1-D curves or
+    2-D meshes of the density at each recorded step, the target p* and the modes."""
+    shape = tuple(int(v) for v in data["shape"])
+    q = np.exp(data["log_q"].astype(np.float64))
+    p = np.exp(data["log_p_star"].astype(np.float64))
+    g = data["grid"]
+    if len(shape) == 1:
+        xs = g[:, 0]
+        snaps = [(int(t), xs, qi) for t, qi in zip(data["steps"], q, strict=True) if np.isfinite(qi).all()]
+        return snaps, {"target": (xs, p), "old_mean": data["mu_old"], "new_mean": data["mu_new"], "xlabel": "x"}
+    X, Y = g[:, 0].reshape(shape), g[:, 1].reshape(shape)
+    snaps = [(int(t), X, Y, qi.reshape(shape)) for t, qi in zip(data["steps"], q, strict=True)
+             if np.isfinite(qi).all()]
+    return snaps, {"target": (X, Y, p.reshape(shape)), "old_mean": data["mu_old"], "new_mean": data["mu_new"]}
+
+
+def density_figure(run_dir: Path, title: str | None = None, out: Path | None = None) -> Path | None:
+    """``density.png`` in ``run_dir`` (or ``out``) from its ``density.npz`` (None when there is nothing to draw)."""
+    data = read_density(run_dir)
+    if data is None:
+        return None
+    snaps, info = density_snapshots(data)
+    if not snaps:
+        return None
+    if title is None:
+        try:
+            s = read_json(Path(run_dir) / "summary.json")
+            title = f"{s.get('generator')} / {s.get('objective')}, seed {s.get('seed')}: density over training"
+        except (OSError, ValueError):
+            title = "density over training"
+    from ptforget import plots
+
+    return plots.plot_density_evolution(snaps, out or Path(run_dir) / "density.png", {**info, "title": title})
 
 
 def write_outputs(run_dir: Path, history: list[dict[str, float]], summary: dict[str, Any]) -> None:

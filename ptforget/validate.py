@@ -692,7 +692,13 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     if is_int(dim, 1):  # the task builds d x d matrices: the theory's own (1 + 2d)^2 ones bound d first
         check_memory([("task.dim", 8.0 * 8 * (1 + 2 * dim) ** 2)], mem, container, "the predictions")
     build.instantiate_group(cfg.task, "task")
-    tc = theory_config(cfg)
+    if cfg.get("claims", "all") != "all":
+        from ptforget.check import selected_claims
+
+        check(OmegaConf.is_list(cfg.claims) and len(cfg.claims) > 0, "claims", cfg.claims,
+              "'all' or a non-empty list of claim ids, e.g. [P1,P10]")
+        selected_claims(cfg)
+    tc = theory_config(cfg, whitened=True)
     _, keys = theory_fields(cfg)
     budget = theory_budget(tc)
     field = budget["memory_driver"]
@@ -705,7 +711,10 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     top = max_stable_lr(tc)
     check(tc.lr < top, keys.get("lr", "theory.lr"), tc.lr, f"a step below {top:.3g} (gradient descent on the exact "
           "objective is unstable beyond 2 / the largest curvature)")
-    check_writable_dir(str(Path(container["output"]).parent), "output")
+    if container.get("output") is not None:  # null: predictions.json in the run folder (hydra.run.dir, checked)
+        check(isinstance(container["output"], str) and container["output"].strip() != "", "output",
+              container["output"], "null (predictions.json in the run folder) or a file path")
+        check_writable_dir(str(Path(container["output"]).parent), "output")
 
 
 def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, local: bool = True) -> None:

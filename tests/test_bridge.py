@@ -30,6 +30,8 @@ def test_theory_cli_writes_json(tmp_path):
                           env={**os.environ}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
+    assert data["config"]["task"]["delta"] == 6  # the config the predictions were computed for
+    data = data["predictions"]
     assert set(data) == {f"P{i}" for i in range(1, 18)}
     assert "P17" in proc.stdout
     q = {x["name"]: x["value"] for x in data["P17"]["quantities"]}

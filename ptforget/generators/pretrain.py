@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ptforget import progress
 from ptforget.io import atomic_replace, file_lock
 from ptforget.tasks import TwoModeTask
 
@@ -180,15 +181,16 @@ def _fit(model: nn.Module, task: TwoModeTask, steps: int, batch: int, lr: float,
     q0 = task.q0
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), progress.bar(f"pretraining {type(model).__name__} to q0", steps) as done:
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
-        for _ in range(steps):
+        for i in range(steps):
             x = q0.sample((batch,)).to(device)
             loss = -model.log_prob(x).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
+            done(i + 1)
         with torch.no_grad():
             x = q0.sample((8192,)).to(device)
             nll = float(-model.log_prob(x).mean())

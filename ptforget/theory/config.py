@@ -46,6 +46,8 @@ class TheoryConfig:
     dim: int = 2
     delta: float = 4.0
     sigma: float = 1.0
+    #: the task's full shared covariance (data units), or None for sigma^2 I (see ``units``)
+    covariance: tuple[tuple[float, ...], ...] | None = None
     beta_star: float = 0.5
     beta0: float | None = None
     new_offset: float = 1.0
@@ -81,6 +83,8 @@ class TheoryConfig:
             raise ValueError(f"delta must be at most {MAX_DELTA:g} (chi^2 = e^(delta^2) - 1 overflows beyond; "
                              f"BC < 1e-36 there), got {self.delta!r}")
         check_positive(self.sigma, "sigma")
+        if self.covariance is not None:
+            self.sigma = self._set_covariance(self.covariance)
         check_open_unit(self.beta_star, "beta_star")
         if self.beta0 is None:
             self.beta0 = self.beta_star
@@ -125,6 +129,61 @@ class TheoryConfig:
                 raise ValueError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         check_positive(self.tau, "tau")
 
+    def _set_covariance(self, rows: Any) -> float:
+        """Check the covariance, keep it as a tuple of tuples and return the sigma the engine computes with: the
+        whitened step of data-space gradient descent along the mode axis is lr / Sigma_11, i.e. that of sigma^2 =
+        Sigma_11 (for Sigma = s^2 I, sigma = s exactly)."""
+        d = self.dim
+        ok = isinstance(rows, list | tuple) and len(rows) == d and all(
+            isinstance(r, list | tuple) and len(r) == d and all(_is_real(v) for v in r) for r in rows)
+        if not ok:
+            raise ValueError(f"covariance must be a {d}x{d} matrix of finite numbers, got {rows!r}")
+        cov = np.asarray(rows, dtype=np.float64)
+        if not np.allclose(cov, cov.T, rtol=0, atol=1e-12 * np.abs(cov).max()):
+            raise ValueError(f"covariance must be a symmetric matrix, got {rows!r}")
+        if np.linalg.eigvalsh(cov).min() <= 0:
+            raise ValueError(f"covariance must be a positive definite matrix, got {rows!r}")
+        self.covariance = tuple(tuple(float(v) for v in r) for r in cov)
+        return math.sqrt(float(cov[0, 0]))
+
+    @property
+    def whitened(self) -> bool:
+        """The task's covariance is not sigma^2 I: the predictions are computed in whitened coordinates."""
+        if self.covariance is None:
+            return False
+        cov = np.asarray(self.covariance)
+        return not np.allclose(cov, cov[0, 0] * np.eye(self.dim), rtol=1e-12, atol=0)
+
+    @property
+    def axis_length(self) -> float:
+        """Data-space length of one Mahalanobis unit along the mode axis (the task puts the modes along L e1,
+        Sigma = L L^T): a whitened drift or mean error along the axis is this many data units. sigma for sigma^2 I."""
+        if self.covariance is None:
+            return float(self.sigma)
+        return float(np.linalg.norm(np.linalg.cholesky(np.asarray(self.covariance))[:, 0]))
+
+    @property
+    def axis_exact(self) -> bool:
+        """Data-space gradient descent keeps the means on the mode axis (the axis is an eigenvector of Sigma), so
+        the two-mode reduction of its dynamics is exact; otherwise only its step along the axis is."""
+        if self.covariance is None:
+            return True
+        cov = np.asarray(self.covariance)
+        v = np.linalg.cholesky(cov)[:, 0]
+        w = cov @ v
+        return bool(np.linalg.norm(w - (w @ v) / (v @ v) * v) <= 1e-9 * np.linalg.norm(w))
+
+    def units(self) -> dict[str, Any]:
+        """How the predictions' numbers relate to the task's data space (recorded with every prediction file)."""
+        if not self.whitened:
+            return {"coordinates": "data", "covariance": "sigma^2 I", "sigma": float(self.sigma),
+                    "data_units": "sigma x whitened (Mahalanobis) units", "exact": True}
+        return {"coordinates": "whitened", "covariance": [list(r) for r in self.covariance or ()],
+                "mahalanobis_delta": float(self.delta), "axis_length": self.axis_length,
+                "step_along_axis": f"lr / Sigma_11 = lr / {self.sigma**2:g}",
+                "data_units": f"a length along the mode axis: whitened x {self.axis_length:.6g}",
+                "exact": self.axis_exact}
+
     @classmethod
     def from_mapping(cls, d: Mapping[str, Any], ignore_unknown: bool = False) -> TheoryConfig:
         """Build from a dict (e.g. a Hydra section); unknown keys raise unless ignore_unknown=True."""
@@ -140,6 +199,8 @@ class TheoryConfig:
                 kw[k] = tuple(kw[k])
         if kw.get("lr_mult") is not None:
             kw["lr_mult"] = dict(kw["lr_mult"])
+        if kw.get("covariance") is not None and isinstance(kw["covariance"], list | tuple):
+            kw["covariance"] = tuple(tuple(r) if isinstance(r, list | tuple) else r for r in kw["covariance"])
         return cls(**kw)
 
     @property
@@ -185,24 +246,91 @@ def _json_number(v: float) -> float | str:
     return v if math.isfinite(v) else str(v)
 
 
-def predictions_to_json(preds: list[Prediction]) -> dict[str, Any]:
-    """JSON-serialisable dict keyed by claim id (non-finite numbers become strings)."""
-    out: dict[str, Any] = {}
+#: a quantity's unit -> the power of a data-space length it carries
+LENGTH_UNITS = {"data units": 1, "1/data unit": -1}
+
+
+def in_data_units(preds: list[Prediction], tc: TheoryConfig | None) -> list[Prediction]:
+    """The predictions with their data-unit quantities mapped out of the whitened coordinates they were computed
+    in (a full covariance: whitened x ``axis_length`` along the mode axis, the Mahalanobis value kept in the note);
+    unchanged for sigma^2 I, where the engine's data units are already sigma x whitened."""
+    if tc is None or not tc.whitened:
+        return preds
+    out = []
     for p in preds:
+        q = Prediction(p.claim, p.title, p.law, p.tag)
+        for n, v, u, note in p.quantities:
+            power = LENGTH_UNITS.get(u)
+            if power is None:
+                q.quantities.append((n, v, u, note))
+                continue
+            whitened = v / tc.sigma**power  # the engine's data units are sigma x whitened
+            text = f"{whitened:.6g} {'Mahalanobis' if power == 1 else '1/Mahalanobis'}"
+            q.quantities.append((n, whitened * tc.axis_length**power, u + " (axis)",
+                                 f"{note}; {text}" if note else text))
+        out.append(q)
+    return out
+
+
+def units_text(tc: TheoryConfig) -> list[str]:
+    """The lines that say which coordinates the predictions are in (printed above the table)."""
+    if not tc.whitened:
+        return [f"units: data units = sigma x whitened (Mahalanobis) units, sigma = {tc.sigma:g}; "
+                f"Delta = {tc.delta:g} is Mahalanobis"]
+    cov = "[" + ", ".join("[" + ", ".join(f"{v:g}" for v in r) + "]" for r in tc.covariance or ()) + "]"
+    lines = [f"units: task.covariance = {cov} is not sigma^2 I. Computed in whitened coordinates x_w = L^-1 x "
+             "(Sigma = L L^T), where the task is the unit-covariance one at the same Mahalanobis Delta = "
+             f"{tc.delta:g}; "
+             f"reported in data units: a length along the mode axis is whitened x {tc.axis_length:.6g} (the "
+             "Mahalanobis value is in each note); the step along the axis is lr / Sigma_11 = "
+             f"lr / {tc.sigma**2:g}."]
+    if not tc.axis_exact:
+        lines.append("note: the mode axis is not an eigenvector of Sigma, so data-space gradient descent also moves "
+                     "the means off the axis; the step-dependent predictions (the exact flows, rates, drifts) are "
+                     "those of steps along the axis, exact for whitened (Sigma-preconditioned) gradient descent.")
+    return lines
+
+
+def predictions_to_json(preds: list[Prediction], tc: TheoryConfig | None = None,
+                        config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """JSON-serialisable predictions keyed by claim id (non-finite numbers become strings), in data units.
+
+    With ``tc`` the file is ``{"config": <the composed config, resolved>, "theory_config": <tc's fields>,
+    "units": tc.units(), "predictions": {claim id: ...}}`` (``config`` given or not); without it, the bare mapping.
+    """
+    out: dict[str, Any] = {}
+    for p in in_data_units(preds, tc):
         d = asdict(p)
         d["quantities"] = [{"name": n, "value": _json_number(v), "unit": u, "note": nt}
                            for n, v, u, nt in p.quantities]
         out[p.claim] = d
+    if tc is not None:
+        fields_ = json.loads(json.dumps(asdict(tc), default=str))  # tuples as lists
+        out = {"config": dict(config) if config is not None else None, "theory_config": fields_,
+               "units": tc.units(), "predictions": out}
     json.dumps(out)  # fail early if anything is not serialisable
     return out
 
 
-def format_predictions(preds: list[Prediction]) -> str:
-    """Plain-text table: one block per claim with its law and quantities."""
-    lines: list[str] = []
-    for p in preds:
+def format_predictions(preds: list[Prediction], tc: TheoryConfig | None = None, width: int | None = None) -> str:
+    """Plain-text table: the units (with ``tc``), then one block per claim with its law and quantities, in data
+    units. ``width``: the terminal's columns (notes wrap under their column); None writes every line whole."""
+    import textwrap
+
+    lines: list[str] = units_text(tc) if tc is not None else []
+    if width is not None:
+        lines = [w for ln in lines for w in textwrap.wrap(ln, width, subsequent_indent="  ") or [""]]
+    if lines:
+        lines.append("")
+    for p in in_data_units(preds, tc):
         lines.append(f"{p.claim:<4} {p.title}  [{p.tag}]")
         lines.append(f"     law: {p.law}")
         for n, v, u, nt in p.quantities:
-            lines.append(f"     {n:<40} {v:>14.6g} {u:<14} {nt}")
+            head = f"     {n:<40} {v:>14.6g} {u:<17} "
+            if width is None or len(head) + len(nt) <= width or width - len(head) < 20:
+                lines.append(head + nt)
+                continue
+            wrapped = textwrap.wrap(nt, width - len(head)) or [""]
+            lines.append(head + wrapped[0])
+            lines += [" " * len(head) + w for w in wrapped[1:]]
     return "\n".join(lines)

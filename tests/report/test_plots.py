@@ -99,3 +99,55 @@ def test_plot_density_evolution_1d_and_2d(tmp_path: Path) -> None:
 def test_plot_metric_vs_param(tmp_path: Path) -> None:
     series = {"fkl": ([3, 6], [0.1, 0.01], [0.05, math.nan], [0.15, math.nan]), "rkl": ([3, 6], [0.5, 0.5])}
     assert is_png(plots.plot_metric_vs_param(series, tmp_path / "v.png", "task.delta", "old_mass", logy=True))
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The axes of every figure saved (read before the figure is closed)."""
+    seen: list = []
+    save = plots._save
+
+    def capture(fig, path):
+        seen.append([(ax, [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+                      ax.get_ylim(), ax.get_yscale(), ax.get_ylabel()) for ax in fig.axes])
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", capture)
+    return seen
+
+
+def test_replay_seeds_are_one_legend_entry_with_a_band(tmp_path: Path, drawn: list) -> None:
+    lam = [0.0, 0.1, 0.3]
+    per_seed = [[0.01, 0.02, 0.0, 0.01, 0.02], [0.1, 0.11, 0.09, 0.1, 0.12], [0.3, 0.29, 0.31, 0.3, 0.3]]
+    assert is_png(plots.plot_replay(lam, per_seed, tmp_path / "p5.png"))
+    (ax, legend, *_), = drawn[0]
+    assert legend == ["learned (mean of 5 seeds, 95% CI)", "y = x"]  # not five identical "learned" entries
+    assert ax.collections  # the band
+
+
+def test_starvation_zeros_stay_visible_and_the_label_names_the_statistic(tmp_path: Path, drawn: list) -> None:
+    b = [4, 16, 64]
+    plots.plot_starvation(b, {"fixed slots": [0.0, 0.0, 0.0], "mixture": [0.3, 0.05, 0.001]},
+                          {"mixture": [0.31, 0.06, 0.0009]}, tmp_path / "p13.png")
+    (ax, _, ylim, yscale, ylabel), = drawn[0]
+    assert yscale == "symlog" and ylim[0] <= 0.0  # a zero is on the axis, not cut by a log scale
+    assert ylabel == "starved fraction of batches"
+
+
+def test_axis_labels_are_human(tmp_path: Path, drawn: list) -> None:
+    steps = np.arange(0, 50, 10)
+    plots.plot_trajectories({"a": (steps, steps / 50)}, tmp_path / "t.png", key="comp_drift")
+    plots.plot_metric_vs_param({"x": ([1, 2], [0.1, 0.2])}, tmp_path / "v.png", xlabel=plots.label_of("task.delta"),
+                               ylabel=plots.label_of("drift_max"))
+    assert drawn[0][0][4].startswith("old-component drift")
+    assert drawn[1][0][4] == "old-mode drift (region view), max over the run"
+
+
+def test_density_panels_one_page_for_every_family(tmp_path: Path, drawn: list) -> None:
+    xs = np.linspace(-6, 6, 100)
+    dens = np.exp(-xs**2 / 2) / math.sqrt(2 * math.pi)
+    panel = ([(0, xs, dens), (50, xs, 0.9 * dens)], {"target": (xs, dens), "old_mean": [-3.0], "new_mean": [3.0]})
+    panels = {(g, o): panel for g in ("gmm", "mdn", "flow") for o in ("forward KL", "reverse KL")}
+    assert is_png(plots.plot_density_panels(panels, tmp_path / "density.png", title="every family"))
+    titles = [ax.get_title() for ax, *_ in drawn[0]]
+    assert "flow: reverse KL" in titles and "gmm: forward KL" in titles
