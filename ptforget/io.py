@@ -224,7 +224,7 @@ def dir_problem(path: str | os.PathLike) -> str | None:
         finally:
             tmp.unlink(missing_ok=True)
     except OSError as err:
-        return f"{err.strerror or err} ({anc})"
+        return f"cannot create a file in {anc}: {err.strerror or err}"
     return None
 
 

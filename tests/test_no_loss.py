@@ -344,9 +344,9 @@ def test_report_skips_and_lists_unreadable_runs(tmp_path, capsys):
     assert "unreadable" in (tmp_path / "out" / "summary.md").read_text()
 
 
-@pytest.mark.parametrize(("args", "says"), [(["--metrics", "nosuch"], "--metrics 'nosuch'"),
-                                            (["--by", "nosuch"], "--by 'nosuch'"),
-                                            (["--out", "/proc/forbidden/x"], "--out /proc/forbidden/x")])
+@pytest.mark.parametrize(("args", "says"), [(["--metrics", "nosuch"], "metrics: 'nosuch'"),
+                                            (["--by", "nosuch"], "by: 'nosuch'"),
+                                            (["--out", "/proc/forbidden/x"], "out=/proc/forbidden/x")])
 def test_report_options_are_validated_before_anything_is_written(tmp_path, capsys, args, says):
     _runs(tmp_path)
     assert report.main([str(tmp_path), *args, "--no-figures"]) == 2
