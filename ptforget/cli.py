@@ -753,6 +753,8 @@ def check_app(cfg: DictConfig) -> None:
     payload = run_check(cfg, out, lambda overrides: compose(config_name="train", overrides=list(overrides)))
     print_table(payload)
     figures = out / "figures"
+    if payload.get("merged"):
+        print(payload["merged"])
     print(f"report: {out / 'report.md'}")
     print(f"verdicts: {out / 'verdicts.json'}" + (f"\nfigures: {figures}" if figures.is_dir() else ""))
     if payload["errors"]:

@@ -99,11 +99,13 @@ def _theory_items(theory: Any, default_label: str = "theory") -> list[tuple[str,
 
 
 def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: str = "old_mass",
-                      title: str | None = None, theory: Any = None) -> Path:
+                      title: str | None = None, theory: Any = None, logy: bool = False,
+                      ylabel: str | None = None) -> Path:
     """Learned curves of ``key`` against step.
 
     ``curves``: label -> (steps, values), or label -> list of (steps, values) (seeds: mean and 95% band).
     ``theory``: None, one (steps, values) curve, or label -> curve; drawn dashed in black/grey shades.
+    ``logy``: a log y-scale (non-positive values are not drawn); ``ylabel`` replaces the label of ``key``.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, entry in curves.items():
@@ -111,8 +113,10 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
     for i, (label, curve) in enumerate(_theory_items(theory)):
         steps, vals = curve
         ax.plot(np.asarray(steps, float), np.asarray(vals, float), "--", color=str(0.15 * (i % 5)), label=str(label))
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(label_of("step"))
-    ax.set_ylabel(label_of(key))
+    ax.set_ylabel(ylabel or label_of(key))
     ax.set_title(title or f"{label_of(key)} over training")
     ax.grid(alpha=0.3)
     if curves or theory is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ptforget.cli import verdicts_main
 from tests.check.conftest import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,3 +65,15 @@ def test_submitit_local_executor_gives_the_inline_verdicts(tmp_path):
     assert [(v["claim"], v["family"], v["values"], v["verdict"]) for v in res["submitit_local"]["verdicts"]] == \
         [(v["claim"], v["family"], v["values"], v["verdict"]) for v in res["inline"]["verdicts"]]
     assert list((tmp_path / "submitit_local" / "submitit").glob("*_log.out"))  # the jobs ran through submitit
+
+
+def test_the_readme_verdict_block_is_the_committed_check_s() -> None:
+    """The README's verdict block is generated from docs/check/verdicts.json, never edited by hand; every figure it
+    links is committed beside it."""
+    root = ROOT
+    verdicts, readme = root / "docs" / "check" / "verdicts.json", root / "README.md"
+    assert verdicts.is_file(), "docs/check/verdicts.json: commit a quick check's verdicts.json"
+    assert verdicts_main([str(verdicts), "--readme", str(readme), "--check", "--figure-prefix", "docs/check/"]) == 0
+    block = readme.read_text().split("<!-- verdicts:start -->")[1].split("<!-- verdicts:end -->")[0]
+    links = re.findall(r"\]\((docs/check/[^)]+\.png)\)", block)
+    assert links and all((root / link).is_file() for link in links)
