@@ -112,7 +112,8 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
         _draw(ax, entry, str(label))
     for i, (label, curve) in enumerate(_theory_items(theory)):
         steps, vals = curve
-        ax.plot(np.asarray(steps, float), np.asarray(vals, float), "--", color=str(0.15 * (i % 5)), label=str(label))
+        ax.plot(np.asarray(steps, float), np.asarray(vals, float), ("--", ":", "-.")[i % 3],
+                color=str(0.25 * (i % 3)), label=str(label), lw=1.6)
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(label_of("step"))

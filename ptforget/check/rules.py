@@ -77,11 +77,17 @@ def near(target: float, tol: float, why: str, exact: bool = False) -> Rule:
     return Near(target - tol, target + tol, why, exact, target, tol)
 
 
-def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_why: str = "") -> Rule:
+def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_why: str = "",
+               gap: float | None = None) -> Rule:
     """|statistic - target| <= max(2 t s / sqrt(n), floor): twice the 95% half-width of the n-seed mean (s the
     seeds' spread). A right prediction holds with probability about 0.95 and almost never fails; one off by more
     than 3 half-widths fails. ``floor``: a smaller tolerance is not meaningful (a convergence tolerance, a Monte-
-    Carlo error of the prediction), with its reason."""
+    Carlo error of the prediction), with its reason.
+
+    ``gap``: the distance the run travels from its start to the prediction. The band is then at least 1% of it
+    (seeds agreeing to far less cannot matter) and at most a quarter of it (``GAP_CAP``): a wider band would not
+    exclude a run that stopped a quarter of the way short, so a noisier experiment becomes inconclusive instead of
+    easier to pass."""
     from ptforget.stats import summarize, t_quantile
 
     s = summarize(values)
@@ -90,7 +96,17 @@ def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_w
     reason = "2 x the 95% half-width of the seed mean (the experiment's resolution)"
     if floor and tol == floor:
         reason = floor_why or "a tolerance floor"
+    if gap is not None and math.isfinite(gap) and gap > 0:
+        if tol < GAP_FLOOR * gap:
+            tol, reason = GAP_FLOOR * gap, "floor: 1% of the gap from the start to the prediction"
+        elif tol > GAP_CAP * gap:
+            tol, reason = GAP_CAP * gap, ("capped at a quarter of the gap from the start to the prediction (the seeds' "
+                                          "spread is wider: more seeds resolve it)")
     return Near(target - tol, target + tol, reason + (f"; {why}" if why else ""), False, target, tol)
+
+
+#: the resolution band's bounds as fractions of the start-to-prediction gap
+GAP_FLOOR, GAP_CAP = 0.01, 0.25
 
 
 def relative(target: float, frac: float, why: str, exact: bool = False) -> Rule:

@@ -42,3 +42,24 @@ def test_rule_text_comes_from_its_bounds():
     assert rel.bounds == (-1.1, -0.9) and rel.text().startswith("within 10% of -1")
     assert rules.at_least(0.0, "x").text() == ">= 0 (x)" and rules.at_least(0.0, "x").predicted is None
     assert rules.at_most(0.05, "y").bounds == (-math.inf, 0.05)
+
+
+def test_resolution_band_is_twice_the_half_width_floored_and_capped_by_the_gap():
+    from ptforget.stats import t_quantile
+
+    vals = [0.50, 0.52, 0.48, 0.51, 0.49]
+    s = summarize(vals)
+    half = t_quantile(0.975, 4) * s.std / math.sqrt(5)
+    r = rules.resolution(0.5, vals)
+    assert r.bounds == pytest.approx((0.5 - 2 * half, 0.5 + 2 * half)) and r.judge(summarize(vals)) == "holds"
+    # seeds agreeing to far less than 1% of the distance travelled cannot matter: the floor
+    tight = [0.5, 0.5000001, 0.4999999]
+    assert rules.resolution(0.5, tight, gap=0.3).bounds == pytest.approx((0.497, 0.503))
+    # a noisy experiment is not easier to pass: the band is at most a quarter of the gap, so it is inconclusive
+    noisy = [0.26, 0.14, 0.14]
+    assert rules.resolution(0.1325, noisy).judge(summarize(noisy)) == "holds"
+    capped = rules.resolution(0.1325, noisy, gap=0.37)
+    assert capped.bounds == pytest.approx((0.1325 - 0.0925, 0.1325 + 0.0925))
+    assert capped.judge(summarize(noisy)) == "inconclusive" and "quarter of the gap" in capped.text()
+    # and a wrong prediction with tight seeds still fails
+    assert rules.resolution(0.3, vals, gap=0.3).judge(summarize(vals)) == "fails"

@@ -83,9 +83,9 @@ def drift_stat(ctx: Context, spec: RunSpec) -> tuple[Callable[[Run], float], str
     return core_excursion(target_core(task_of(ctx, spec))), "old-core excursion"
 
 
-def gap_floor(start: float, pred: float) -> tuple[float, str]:
-    """A convergence tolerance: 1% of the distance the run must travel (when seeds agree to far less)."""
-    return 0.01 * abs(start - pred), "floor: 1% of the gap from the start to the prediction"
+def start_gap(start: float, pred: float) -> float:
+    """The distance a run must travel from its start to the prediction (``rules.resolution``'s ``gap``)."""
+    return abs(float(start) - float(pred))
 
 
 def late_floor(steps: np.ndarray, values: np.ndarray, frac: float = 0.25) -> float:

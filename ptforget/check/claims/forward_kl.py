@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, gap_floor, longer_run, region_of, started_at_prediction, task_of
+from ptforget.check.claims.common import D1, longer_run, region_of, start_gap, started_at_prediction, task_of
 from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.theory import (
@@ -281,18 +281,18 @@ class OldModeMigration(Claim):
             res = got[spec]
             task = task_of(ctx, spec)
             pred = region_of(task, [(1.0, "new")])["drift"]
-            flo, why = gap_floor(float(np.mean([r.col("drift")[0] for r in res.runs])), pred)
+            gap = start_gap(float(np.mean([r.col("drift")[0] for r in res.runs])), pred)
             curves[g] = res.curves("drift")
             yield Row("SFT: the old region's mean moves to p_new's", g, "theory", f"Delta={task.delta:g}",
                       "final old-region drift ||E_q[x|old] - E_p*[x|old]||", res.values("drift"),
-                      rules.resolution(pred, res.values("drift"), floor=flo, floor_why=why),
+                      rules.resolution(pred, res.values("drift"), gap=gap),
                       note="q -> p_new: the drift of p_new's own old-region mean",
                       explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "drift"))
             if g in ("gmm", "mdn"):
-                flo, why = gap_floor(0.0, task.delta)
+                gap = start_gap(0.0, task.delta)
                 yield Row("SFT: the old component migrates onto the new mode", g, "theory", f"Delta={task.delta:g}",
                           "final ||mu_o - mu_o*||", res.values("comp_drift"),
-                          rules.resolution(task.delta, res.values("comp_drift"), floor=flo, floor_why=why),
+                          rules.resolution(task.delta, res.values("comp_drift"), gap=gap),
                           note=f"final old weight {np.mean(res.values('weight')):.3g}",
                           explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "comp_drift"))
         theory = {}
@@ -332,17 +332,17 @@ class ReplayOptimum(Claim):
             res = got[spec]
             task = task_of(ctx, spec)
             pred = region_of(task, [(lam, "old"), (1 - lam, "new")])["mass"]
-            flo, why = gap_floor(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            gap = start_gap(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
             yield Row("SFT + replay: old mass = that of lambda p_old + (1-lambda) p_new", g, "theory",
                       f"lambda={lam:g}, Delta={task.delta:g}, from beta0={task.beta0:g}", "final old-region mass",
-                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), floor=flo, floor_why=why),
+                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), gap=gap),
                       explain=started_at_prediction(spec, (f"task.beta0={lam}", "task.new_offset=0"), "old_mass",
                                                     pred))
             if g == "gmm":
-                flo, why = gap_floor(task.beta0, lam)
+                gap = start_gap(task.beta0, lam)
                 yield Row("SFT + replay: old weight = lambda", g, "theory", f"lambda={lam:g}, Delta={task.delta:g}",
                           "final old weight", res.values("weight"),
-                          rules.resolution(lam, res.values("weight"), floor=flo, floor_why=why))
+                          rules.resolution(lam, res.values("weight"), gap=gap))
                 lams.append(lam)
                 finals.append(res.values("weight"))
         if lams:

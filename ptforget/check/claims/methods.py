@@ -16,7 +16,7 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, control_spec, drift_stat, gap_floor, longer_run, region_of, task_of
+from ptforget.check.claims.common import D1, control_spec, drift_stat, longer_run, region_of, start_gap, task_of
 from ptforget.check.claims.reverse_kl import drift_controls, drift_floor, drifts, sgd_rkl, slope_row
 from ptforget.check.registry import Claim, Explanation, Row, Section, register
 from ptforget.check.runs import RunSpec
@@ -95,8 +95,9 @@ FLOOR_WHY = "the drift's noise floor: the upper 95% bound of the core excursion 
 
 
 def condition_row(method_name: str, condition: str, side: str, predicts: str, family: str, scope: str,
-                  statistic: str, values: list[float], rule: rules.Rule, note: str = "", explain=None) -> Row:
-    return Row(f"{method_name}: {condition} ({side}) -> {predicts}", family, "theory", scope, statistic, values, rule,
+                  statistic: str, values: list[float], rule: rules.Rule, note: str = "", explain=None,
+                  kind: str = "theory") -> Row:
+    return Row(f"{method_name}: {condition} ({side}) -> {predicts}", family, kind, scope, statistic, values, rule,
                note=note, extra={"method": method_name, "condition": condition, "side": side, "predicts": predicts},
                explain=explain)
 
@@ -123,8 +124,16 @@ def mass_rule(task, weight: float, res, key: str = "old_mass"):
     """resolution rule around the region mass of the predicted mode weights, with a 1% start-gap floor."""
     pred = region_of(task, [(weight, "old"), (1 - weight, "new")])["mass"]
     start = float(np.mean([r.col(key)[0] for r in res.runs]))
-    flo, why = gap_floor(start, pred)
-    return pred, rules.resolution(pred, res.values(key), floor=flo, floor_why=why)
+    gap = start_gap(start, pred)
+    return pred, rules.resolution(pred, res.values(key), gap=gap)
+
+
+def new_mode_note(res) -> str:
+    """Where the run's new mode ended: a region-mass prediction puts the new component at mu_n*, so a method that
+    leaves it near q0's (a reward or anchor fixed point) shifts the measured mass for that reason alone."""
+    start = float(np.mean([r.col("new_error")[0] for r in res.runs]))
+    end = float(np.mean(res.values(lambda r: r.col("new_error")[-1])))
+    return f"; the prediction puts the new mode at mu_n*: measured new-mode error {end:.3g} (start {start:.3g})"
 
 
 def drift_rows(ctx, got, what: str, grid: dict) -> list[Row]:
@@ -212,10 +221,10 @@ class SDFTConditions(Claim):
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
                                                          region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"])))
             if g == "gmm":
-                flo, why = gap_floor(task.beta0, w)
+                gap = start_gap(task.beta0, w)
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
                                           res.values("weight"),
-                                          rules.resolution(w, res.values("weight"), floor=flo, floor_why=why),
+                                          rules.resolution(w, res.values("weight"), gap=gap),
                                           explain=longer_run(spec, ctx.control_steps(steps), "weight", w3)))
         for g, spec in self.icl(ctx).items():
             res = got[spec]
@@ -236,12 +245,13 @@ class SDFTConditions(Claim):
             rows.append(condition_row("SDFT", "ICL teacher: only the new component is conditioned", "meets",
                                       "old odds ratchet up at the jitter's rate", g, scope,
                                       f"slope of logit(old weight) over steps [{t0}, {steps}]",
-                                      res.values(slope), rules.resolution(rate, res.values(slope)),
+                                      res.values(slope), rules.resolution(rate, res.values(slope), gap=abs(rate)),
                                       note="'stays at beta0' would predict 0"))
             w = est.sdft_icl_weight(steps, float(tc.beta0), **kw)
             rows.append(condition_row("SDFT", "ICL teacher: only the new component is conditioned", "meets",
                                       "old weight after T steps (the ratchet)", g, scope, "final old weight",
-                                      res.values("weight"), rules.resolution(w, res.values("weight"))))
+                                      res.values("weight"), rules.resolution(w, res.values("weight"),
+                                                                             gap=start_gap(tc.beta0, w))))
         yield from rows
         yield from drift_rows(ctx, got, "SDFT (anchor p*), SGD", self.grid(ctx))
         yield from self.restoration(ctx, got)
@@ -272,7 +282,7 @@ class SDFTConditions(Claim):
 
                 pred = flow_late(fl[1]) - flow_late(fl[0])
                 paired = [a - b for a, b in zip(one, zero, strict=False)]
-                yield Row("SDFT (ICL) keeps its drift: late drift, offset 1 minus offset 0", g, "theory",
+                yield Row("SDFT (ICL) keeps its drift: late drift, offset 1 minus offset 0", g, "consistency",
                           "SGD, Delta=4", "paired late signed drift (offset 1 - offset 0, seed k)", paired,
                           rules.resolution(pred, paired), note="prediction: the expected-update flow of SDFT-ICL")
             yield Row("SDFT (ICL) keeps more drift than reverse KL to p* undoes", g, "theory", "SGD, Delta=4",
@@ -330,7 +340,8 @@ class TTTConditions(Claim):
                                       "retains, at the estimator's fixed point", g, scope, "final old-region mass",
                                       res.values("old_mass"), rule,
                                       note=f"two-atom fixed point with finite K: weight {w:.4g} (R12's population "
-                                      f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})",
+                                      f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})"
+                                      + new_mode_note(res),
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass")))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
@@ -339,7 +350,8 @@ class TTTConditions(Claim):
                                           "retains, at the estimator's fixed point", g, scope, "final old weight",
                                           res.values("weight"), rules.resolution(sp["weight"], res.values("weight")),
                                           note=f"GMM family, finite K, overlap included; two-atom {w:.4g}",
-                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", sp["weight"])))
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", sp["weight"]),
+                                          kind="consistency"))
         yield from rows
         yield from drift_rows(ctx, got, f"TTT-Discover (lambda={self.lam:g}), SGD", self.grid(ctx))
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p15_ttt.png"), key="old_mass",
@@ -416,7 +428,7 @@ class OAPLConditions(Claim):
             at = OAPL_LAG * OAPL_SYNCS
             vals = res.values(lambda r, at=at: float(np.interp(at, r.steps, r.col("old_mass"))))
             pred = region_of(task, [(w, "old"), (1 - w, "new")])["mass"]
-            flo, why = gap_floor(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            gap = start_gap(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
             curves[f"{g}, {case}"] = res.curves("old_mass")
             cond, side, predicts = {
                 "forgets": ("r_o >= r_n or a bounded K (r_n - r_o)/tau: r_o=0 < r_n=1, lag L", "violates",
@@ -424,11 +436,12 @@ class OAPLConditions(Claim):
                 "bounded": ("a bounded K (r_n - r_o)/tau: a fixed reference (L = inf)", "meets",
                             "retains: one bounded shift"),
                 "old": ("r_o >= r_n: r_o=1 > r_n=0, lag L", "meets", f"retains: {OAPL_SYNCS} shifts up")}[case]
-            scope = f"Delta={task.delta:g}, tau={tc.tau:g}, G={G}, L={OAPL_LAG}, T={at}"
+            lag = ctx.value(spec, "objective.lag")
+            scope = f"Delta={task.delta:g}, tau={tc.tau:g}, G={G}, L={'inf' if lag is None else lag}, T={at}"
             rows.append(condition_row("OAPL", cond, side, predicts, g, scope, "final old-region mass", vals,
-                                      rules.resolution(pred, vals, floor=flo, floor_why=why),
+                                      rules.resolution(pred, vals, gap=gap),
                                       note=f"two-atom weight with the group's own baseline: {w:.4g} (R13's "
-                                      f"-(r_n - r_o)/tau per sync: {w_r13:.4g})",
+                                      f"-(r_n - r_o)/tau per sync: {w_r13:.4g})" + new_mode_note(res),
                                       explain=longer_lag(spec, 2 * OAPL_LAG, k, pred)))
             if g == "gmm" and case == "forgets":
                 ws = est.oapl_weights(float(task.beta0), OAPL_SYNCS, tc.tau, task.delta, task.new_offset, G)
@@ -437,11 +450,13 @@ class OAPLConditions(Claim):
                     rows.append(condition_row("OAPL", cond, side, f"old weight after {j} sync(s)", g, scope,
                                               f"old weight at sync {j}", wv,
                                               rules.resolution(float(ws["weight"][j - 1]), wv),
-                                              note="GMM family, finite G (the baseline on the sample's own group)"))
+                                              note="GMM family, finite G (the baseline on the sample's own group)",
+                                              kind="consistency"))
         yield from rows
         yield from drift_rows(ctx, got, "OAPL (fixed reference), SGD", self.grid(ctx))
         t = np.arange(0, OAPL_LAG * OAPL_SYNCS + 1)
-        w = np.array([oapl_two_atom_weight(0.5, int(s // OAPL_LAG), 2.0, 16, 0.0, 1.0) for s in t])
+        # the weight a period ends at: the policy tracks the current reference's tilt, reached by the next sync
+        w = np.array([oapl_two_atom_weight(0.5, math.ceil(s / OAPL_LAG), 2.0, 16, 0.0, 1.0) for s in t])
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p16_oapl.png"), key="old_mass",
                                                    title="P16: OAPL, old-region mass",
                                                    theory={"two-atom, per sync (r_n > r_o, from 0.5)": (t, w)})],

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, gap_floor, region_of, started_at_prediction, task_of
+from ptforget.check.claims.common import D1, region_of, start_gap, started_at_prediction, task_of
 from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.theory import Prediction, TheoryConfig, replay_importance_stats, starvation_probability
@@ -66,11 +66,11 @@ class ReverseReplay(Claim):
             res = got[spec]
             task = task_of(ctx, spec)
             pred = region_of(task, [(task.beta_star, "old"), (1 - task.beta_star, "new")])["mass"]
-            flo, why = gap_floor(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            gap = start_gap(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
             curves[f"{g}, lambda={lam:g}"] = res.curves("old_mass")
             yield Row("Reverse KL + replay reaches p*'s old mass from below", g, "theory",
                       f"lambda={lam:g}, Delta={task.delta:g}, beta0={task.beta0:g}", "final old-region mass",
-                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), floor=flo, floor_why=why),
+                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), gap=gap),
                       explain=started_at_prediction(spec, (f"task.beta0={task.beta_star}", "task.new_offset=0"),
                                                     "old_mass", pred))
             bound = 1 / (1 - lam)
@@ -120,11 +120,13 @@ class Starvation(Claim):
                 measured.append(float(r.col("obj_starved_frac")[-1]))
             p = float(np.mean(predicted))
             se = math.sqrt(max(p * (1 - p), 1.0 / self.steps) / self.steps)
-            yield Row("Starvation probability", g, "theory", f"{label}, B={B}, beta*={self.beta}",
+            # an identity: (1 - m_t)^B from the run's own old mass m_t checks that batches are i.i.d. draws
+            yield Row("Starvation probability", g, "identity", f"{label}, B={B}, beta*={self.beta}",
                       "starved fraction of batches minus its prediction from the run's m_t",
                       [x - y for x, y in zip(measured, predicted, strict=True)],
                       rules.near(0.0, 4 * se, f"4 binomial standard errors of one run's fraction ({self.steps} "
-                                 "batches)"), note=f"predicted fraction {p:.4g}, measured {np.mean(measured):.4g}")
+                                 f"batches, p(1-p) floored at 1/{self.steps})"),
+                      note=f"predicted fraction {p:.4g}, measured {np.mean(measured):.4g}")
             c = curves.setdefault(g, {"batch": [], "measured": [], "predicted": []})
             c["batch"].append((label, B))
             c["measured"].append(float(np.mean(measured)))
