@@ -121,7 +121,10 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
     ax.set_title(title or f"{label_of(key)} over training")
     ax.grid(alpha=0.3)
     if curves or theory is not None:
-        ax.legend(fontsize="small")
+        if len(curves) + len(_theory_items(theory)) > 5:  # beside the axes: inside, it would hide curves
+            ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        else:
+            ax.legend(fontsize="small")
     return _save(fig, path)
 
 
