@@ -502,19 +502,10 @@ def markdown_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Se
     head = [*by, "n", *metrics]
     lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
              "|" + "|".join("---" if i < len(by) else "---:" for i in range(len(head))) + "|"]
+    from ptforget.terminal import row_cells
+
     for a in agg:
-        cells = [_md_escape(_fmt(a.get(k))) for k in by]
-        n_cell = str(a["n"]) if not a.get("n_bad") else f"{a['n']} (+{a['n_bad']} bad)"
-        cells.append(n_cell)
-        for m in metrics:
-            mean, ci = a.get(f"{m}_mean", math.nan), a.get(f"{m}_ci", math.nan)
-            if isinstance(mean, float) and math.isnan(mean):
-                cells.append("–")
-            elif isinstance(ci, float) and math.isnan(ci):
-                cells.append(_fmt(mean))
-            else:
-                cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(_md_escape(c) for c in row_cells(a, by, metrics)) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -72,6 +72,22 @@ def _fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def row_cells(a: dict[str, Any], by: Sequence[str], metrics: Sequence[str]) -> list[str]:
+    """One aggregated group as table cells: its ``by`` values, n (with the bad runs), ``mean ± ci`` per metric
+    (just the mean when there is no interval, "–" when there is no value)."""
+    cells = [_fmt(a.get(k)) for k in by]
+    cells.append(str(a["n"]) if not a.get("n_bad") else f"{a['n']} (+{a['n_bad']} bad)")
+    for m in metrics:
+        mean, ci = a.get(f"{m}_mean", math.nan), a.get(f"{m}_ci", math.nan)
+        if isinstance(mean, float) and math.isnan(mean):
+            cells.append("–")
+        elif isinstance(ci, float) and math.isnan(ci):
+            cells.append(_fmt(mean))
+        else:
+            cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}")
+    return cells
+
+
 def aggregate_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str],
                     title: str | None = None) -> Table:
     """A rich table of aggregated groups: the group values, n, and ``mean ± ci`` per metric."""
@@ -84,17 +100,7 @@ def aggregate_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: S
     for m in metrics:
         table.add_column(label_of(m) if len(label_of(m)) <= 28 else m, justify="right", overflow="fold")
     for a in agg:
-        cells = [_fmt(a.get(k)) for k in by]
-        cells.append(str(a["n"]) if not a.get("n_bad") else f"{a['n']} (+{a['n_bad']} bad)")
-        for m in metrics:
-            mean, ci = a.get(f"{m}_mean", math.nan), a.get(f"{m}_ci", math.nan)
-            if isinstance(mean, float) and math.isnan(mean):
-                cells.append("–")
-            elif isinstance(ci, float) and math.isnan(ci):
-                cells.append(_fmt(mean))
-            else:
-                cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}")
-        table.add_row(*cells)
+        table.add_row(*row_cells(a, by, metrics))
     return table
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ptforget.stats import t_quantile
+from ptforget.theory.methods import bisect_root
 
 from ._quadrature import LOG_SQRT_2PI, composite_gauss_legendre, gauss_hermite_normal
 
@@ -242,13 +243,7 @@ def quasi_static_drift(delta: float, beta: float, new_offset: float = 1.0) -> fl
         lo *= 2
     while g(hi) < 0:
         hi *= 2
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if g(mid) > 0:
-            hi = mid
-        else:
-            lo = mid
-    return 0.5 * (lo + hi)
+    return bisect_root(g, lo, hi, 80)
 
 
 # =============================================================================================== P15
@@ -285,13 +280,7 @@ def ttt_two_atom_fixed_point(gamma: float, lam: float, beta_ref: float, K: int |
         return ell - lref - inv * (1 - eg) / (lam * shrink)
 
     lo, hi = lref - 20.0, lref
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if resid(mid) > 0:
-            hi = mid
-        else:
-            lo = mid
-    return float(_sigmoid(0.5 * (lo + hi)))
+    return float(_sigmoid(bisect_root(resid, lo, hi)))
 
 
 def _mix_axis(x, eta, mo, mn):
@@ -418,13 +407,7 @@ def oapl_two_atom_shift(beta_lag: float, tau: float, G: int | None = 16, r_o: fl
         return 2 * tau * (b * (tau * go - t_o) * (1 - bp) - (1 - b) * (tau * gn - t_n) * bp)
 
     lo, hi = _logit(b) - 10 * (abs(r_n - r_o) / tau + 1), _logit(b) + 10 * (abs(r_n - r_o) / tau + 1)
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if dloss(mid) > 0:
-            hi = mid
-        else:
-            lo = mid
-    return 0.5 * (lo + hi) - _logit(b)
+    return bisect_root(dloss, lo, hi) - _logit(b)
 
 
 def oapl_sync_map(theta_lag: np.ndarray, tau: float, delta: float, G: int | None = 16, beta_star: float = 0.5,

@@ -6,6 +6,7 @@ Each is small enough to be checked against a direct simulation of its two-atom a
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ptforget.errors import check_choice
@@ -14,6 +15,18 @@ from .population import check_open_unit, check_positive, check_replay
 
 STARVATION_MODES = ("on_policy", "mixture", "fixed_slots")
 
+
+
+def bisect_root(f: Callable[[float], float], lo: float, hi: float, iters: int = 200) -> float:
+    """The root of an increasing ``f`` bracketed by [lo, hi] (f(lo) <= 0 < f(hi)): the midpoint after ``iters``
+    halvings (200 reach float precision from any bracket these solvers use)."""
+    for _ in range(iters):
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:
+            hi = mid
+        else:
+            lo = mid
+    return 0.5 * (lo + hi)
 
 def logit(p: float) -> float:
     return math.log(p) - math.log1p(-p)
@@ -112,13 +125,7 @@ def ttt_fixed_point(gamma: float, lam: float, reward_old: float, reward_new: flo
         hi = lref + 2.0 * (hi - lref)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ValueError(f"no finite stationary weight for lam={lam!r}, gamma={gamma!r} (the KL anchor is too weak)")
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if resid(mid) > 0:
-            hi = mid
-        else:
-            lo = mid
-    return sigmoid(0.5 * (lo + hi))
+    return sigmoid(bisect_root(resid, lo, hi))
 
 
 def ttt_lower_bound(beta_inf: float, lam: float, beta_ref: float) -> float:
