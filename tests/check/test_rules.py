@@ -63,3 +63,30 @@ def test_resolution_band_is_twice_the_half_width_floored_and_capped_by_the_gap()
     assert capped.judge(summarize(noisy)) == "inconclusive" and "quarter of the gap" in capped.text()
     # and a wrong prediction with tight seeds still fails
     assert rules.resolution(0.3, vals, gap=0.3).judge(summarize(vals)) == "fails"
+
+
+def _result(spec, values):
+    from pathlib import Path
+
+    from ptforget.check.runs import Result, Run
+
+    return Result(spec, Path("."), [Run(Path("."), {"final": {"m": v}}, {}) for v in values])
+
+
+@pytest.mark.parametrize(("main", "longer", "says"), [
+    ([0.600, 0.601, 0.602], [0.635, 0.636, 0.637], "fell from"),     # closer with more steps: not converged
+    ([0.600, 0.601, 0.602], [0.55, 0.551, 0.552], "grew from"),       # farther: settles elsewhere
+    ([0.60, 0.61, 0.62], [0.60, 0.615, 0.62], "stayed at"),           # within the intervals: settles where it is
+])
+def test_a_longer_run_control_says_what_it_measured(main, longer, says):
+    from ptforget.check.claims.common import longer_run
+    from ptforget.check.runs import RunSpec
+
+    spec = RunSpec("x", "gmm", ("trainer.max_steps=100",))
+    e = longer_run(spec, 200, "m", target=0.64)
+    ctrl, orig = e.runs
+    assert orig == spec
+    assert says in e.describe({ctrl: _result(ctrl, longer), spec: _result(spec, main)})
+    # without the row's prediction the control only reports its value
+    bare = longer_run(spec, 200, "m")
+    assert bare.runs == [ctrl] and "error" not in bare.describe({ctrl: _result(ctrl, longer)})

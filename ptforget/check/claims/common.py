@@ -165,14 +165,39 @@ def started_at_prediction(spec: RunSpec, start: Sequence[str], key: str, pred: f
 
 
 def longer_run(spec: RunSpec, steps: int, key: str, predicted_at: float | None = None,
-               stat: Callable[[Run], float] | None = None) -> Explanation:
+               stat: Callable[[Run], float] | None = None, target: float | None = None) -> Explanation:
     """Control: the same run with ``steps`` optimizer steps (did the run not converge, or does it settle
-    elsewhere?); ``predicted_at`` is the prediction at that length, when the law is time-dependent."""
+    elsewhere?); ``predicted_at`` is the prediction at that length, when the law is time-dependent. With the
+    row's own prediction ``target`` the text says whether the error against the prediction shrank with the
+    longer run (beyond both intervals' half-widths): not converged, or settled elsewhere."""
     ctrl = control_spec(spec, f"T{steps}", f"trainer.max_steps={steps}")
+    goal = predicted_at if predicted_at is not None else target
 
     def describe(got: dict[RunSpec, Result]) -> str:
         s = summarize(got[ctrl].values(stat or key))
         at = f" (predicted then: {predicted_at:.4g})" if predicted_at is not None else ""
-        return f"run {steps} steps instead, the same run ends at {key} {_show(s)}{at}."
+        text = f"run {steps} steps instead, the same run ends at {key} {_show(s)}{at}"
+        if target is None or goal is None or spec not in got:
+            return text + "."
+        s0 = summarize(got[spec].values(stat or key))
+        if not (s.has_interval and s0.has_interval):
+            return text + "."
+        noise = (s.hi - s.lo) / 2 + (s0.hi - s0.lo) / 2
+        before, after = abs(s0.mean - target), abs(s.mean - goal)
+        if predicted_at is not None and target and goal:  # a time-dependent law: relative errors at both lengths
+            rb, ra = before / abs(target), after / abs(goal)
+            rn = (s.hi - s.lo) / 2 / abs(goal) + (s0.hi - s0.lo) / 2 / abs(target)
+            trend = ("fell" if rb - ra > rn else "grew" if ra - rb > rn else "stayed")
+            what = {"fell": "the run approaches the law", "grew": "the run departs from the law",
+                    "stayed": "a steady mismatch of the law's value, not a slow convergence"}[trend]
+            return f"{text}; its relative error against the law went from {rb:.1%} to {ra:.1%}: {what}."
+        if before - after > noise:
+            tail = (f"its error against the prediction fell from {before:.3g} to {after:.3g}: the run had not "
+                    "converged at its length")
+        elif after - before > noise:
+            tail = f"its error against the prediction grew from {before:.3g} to {after:.3g}: it settles elsewhere"
+        else:
+            tail = f"its error against the prediction stayed at {after:.3g}: it settles where it is"
+        return f"{text}; {tail}."
 
-    return Explanation([ctrl], describe)
+    return Explanation([ctrl, spec] if target is not None else [ctrl], describe)

@@ -150,7 +150,7 @@ class MassCollapse(Claim):
                       rules.at_most(thr, f"paper D1: forgotten = below {ctx.profile.forgetting_threshold:g} x beta*, "
                                     "the retention threshold profile.forgetting_threshold", predicted=opt),
                       note=f"the optimum q = p_new has old-region mass {opt:.3g}",
-                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "old_mass"))
+                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "old_mass", target=opt))
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p1_fkl_old_mass.png"), key="old_mass",
                                                    title="P1: forward KL (SFT on p_new), Delta=6: old-region mass")])
 
@@ -287,14 +287,15 @@ class OldModeMigration(Claim):
                       "final old-region drift ||E_q[x|old] - E_p*[x|old]||", res.values("drift"),
                       rules.resolution(pred, res.values("drift"), gap=gap),
                       note="q -> p_new: the drift of p_new's own old-region mean",
-                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "drift"))
+                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "drift", target=pred))
             if g in ("gmm", "mdn"):
                 gap = start_gap(0.0, task.delta)
                 yield Row("SFT: the old component migrates onto the new mode", g, "theory", f"Delta={task.delta:g}",
                           "final ||mu_o - mu_o*||", res.values("comp_drift"),
                           rules.resolution(task.delta, res.values("comp_drift"), gap=gap),
                           note=f"final old weight {np.mean(res.values('weight')):.3g}",
-                          explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "comp_drift"))
+                          explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "comp_drift",
+                                             target=task.delta))
         theory = {}
         for delta, spec in self.exact(ctx).items():
             res = got[spec]

@@ -96,10 +96,20 @@ FLOOR_WHY = "the drift's noise floor: the upper 95% bound of the core excursion 
 
 def condition_row(method_name: str, condition: str, side: str, predicts: str, family: str, scope: str,
                   statistic: str, values: list[float], rule: rules.Rule, note: str = "", explain=None,
-                  kind: str = "theory") -> Row:
+                  kind: str = "theory", res=None) -> Row:
+    """A row of a method's conditions table; ``res``: its runs, whose new-mode error (start, end) the table shows
+    beside the retention (a method can keep its old mass by not learning the new task)."""
+    extra = {"method": method_name, "condition": condition, "side": side, "predicts": predicts}
+    if res is not None:
+        extra["new_error"] = new_mode_of(res)
     return Row(f"{method_name}: {condition} ({side}) -> {predicts}", family, kind, scope, statistic, values, rule,
-               note=note, extra={"method": method_name, "condition": condition, "side": side, "predicts": predicts},
-               explain=explain)
+               note=note, extra=extra, explain=explain)
+
+
+def new_mode_of(res) -> tuple[float, float]:
+    """Mean new-mode error (region view: 0 = the new mode learned) at the start and the end of the runs."""
+    return (float(np.mean([r.col("new_error")[0] for r in res.runs])),
+            float(np.mean([r.col("new_error")[-1] for r in res.runs])))
 
 
 def conditions_table(rows: list[Row], families: list[str]) -> str:
@@ -113,10 +123,17 @@ def conditions_table(rows: list[Row], families: list[str]) -> str:
         if not r.extra.get("condition") or r.statistic != "final old-region mass":
             continue
         v = judge_row(r, "")
+        cell = f"{v.measured()} vs {rules.fmt(v.predicted)}: **{v.verdict}**"
+        if r.extra.get("new_error"):
+            start, end = r.extra["new_error"]
+            cell += f"; new-mode error {end:.2g} (from {start:.2g})"
         keys.setdefault((r.extra["method"], r.extra["condition"], r.extra["side"], r.extra["predicts"]), {})[
-            r.family] = f"{v.measured()} vs {rules.fmt(v.predicted)}: **{v.verdict}**"
+            r.family] = cell
     for k, cells in keys.items():
         lines.append("| " + " | ".join(k) + " | " + " | ".join(cells.get(f, "–") for f in families) + " |")
+    lines += ["", "Each cell: the final old-region mass (95% CI) against the predicted mass, and the new-mode error "
+              "(region view: 0 = the new mode learned) at the end and at the start: retention bought by not "
+              "learning the new task shows there."]
     return "\n".join(lines)
 
 
@@ -131,8 +148,7 @@ def mass_rule(task, weight: float, res, key: str = "old_mass"):
 def new_mode_note(res) -> str:
     """Where the run's new mode ended: a region-mass prediction puts the new component at mu_n*, so a method that
     leaves it near q0's (a reward or anchor fixed point) shifts the measured mass for that reason alone."""
-    start = float(np.mean([r.col("new_error")[0] for r in res.runs]))
-    end = float(np.mean(res.values(lambda r: r.col("new_error")[-1])))
+    start, end = new_mode_of(res)
     return f"; the prediction puts the new mode at mu_n*: measured new-mode error {end:.3g} (start {start:.3g})"
 
 
@@ -216,16 +232,17 @@ class SDFTConditions(Claim):
             predicts = "retains (-> p*'s mass)" if side == "meets" else "forgets (-> 0)"
             scope = f"Delta={task.delta:g}, beta0={task.beta0:g}, lam={lam:g}, alpha={alpha:g}, T={steps}"
             rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old-region mass",
-                                      res.values("old_mass"), rule,
+                                      res.values("old_mass"), rule, res=res,
                                       note=f"the EMA-anchor recursion (exact tracking) gives weight {w:.4g}",
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
-                                                         region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"])))
+                                                         region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"],
+                                                         target=pred)))
             if g == "gmm":
                 gap = start_gap(task.beta0, w)
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
                                           res.values("weight"),
                                           rules.resolution(w, res.values("weight"), gap=gap),
-                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", w3)))
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", w3, target=w)))
         for g, spec in self.icl(ctx).items():
             res = got[spec]
             tc = ctx.theory(spec)
@@ -331,18 +348,18 @@ class TTTConditions(Claim):
                 rows.append(condition_row("TTT-Discover", "KL anchor lambda = 0", side, "forgets (-> 0)", g, scope,
                                           "final old-region mass", res.values("old_mass"),
                                           rules.at_most(thr, f"forgotten: below {ctx.profile.forgetting_threshold:g}"
-                                                        " x beta* (D1)", predicted=0.0),
-                                          explain=longer_run(spec, ctx.control_steps(steps), "old_mass")))
+                                                        " x beta* (D1)", predicted=0.0), res=res,
+                                          explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=0.0)))
                 continue
             w = est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0), K, N)
             pred, rule = mass_rule(task, w, res)
             rows.append(condition_row("TTT-Discover", f"KL anchor lambda = {tc.lam:g} > 0", side,
                                       "retains, at the estimator's fixed point", g, scope, "final old-region mass",
-                                      res.values("old_mass"), rule,
+                                      res.values("old_mass"), rule, res=res,
                                       note=f"two-atom fixed point with finite K: weight {w:.4g} (R12's population "
                                       f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})"
                                       + new_mode_note(res),
-                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass")))
+                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=pred)))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
                                               task.new_offset, K, N)
@@ -350,7 +367,8 @@ class TTTConditions(Claim):
                                           "retains, at the estimator's fixed point", g, scope, "final old weight",
                                           res.values("weight"), rules.resolution(sp["weight"], res.values("weight")),
                                           note=f"GMM family, finite K, overlap included; two-atom {w:.4g}",
-                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", sp["weight"]),
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", sp["weight"],
+                                                             target=sp["weight"]),
                                           kind="consistency"))
         yield from rows
         yield from drift_rows(ctx, got, f"TTT-Discover (lambda={self.lam:g}), SGD", self.grid(ctx))
@@ -439,7 +457,7 @@ class OAPLConditions(Claim):
             lag = ctx.value(spec, "objective.lag")
             scope = f"Delta={task.delta:g}, tau={tc.tau:g}, G={G}, L={'inf' if lag is None else lag}, T={at}"
             rows.append(condition_row("OAPL", cond, side, predicts, g, scope, "final old-region mass", vals,
-                                      rules.resolution(pred, vals, gap=gap),
+                                      rules.resolution(pred, vals, gap=gap), res=res,
                                       note=f"two-atom weight with the group's own baseline: {w:.4g} (R13's "
                                       f"-(r_n - r_o)/tau per sync: {w_r13:.4g})" + new_mode_note(res),
                                       explain=longer_lag(spec, 2 * OAPL_LAG, k, pred)))
