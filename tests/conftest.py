@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -27,3 +28,23 @@ def compose_cfg(*overrides: str):
 
     with initialize_config_module("ptforget.conf", version_base="1.3"):
         return compose("train", overrides=["logger=none", "quiet=true", *overrides])
+
+
+@contextlib.contextmanager
+def crash_at(step: int):
+    """Within the block, a run's optimizer step ``step`` raises RuntimeError("simulated crash") (a crash after the
+    checkpoints before it); the real step is restored afterwards."""
+    from ptforget.module import PostTrainModule
+
+    orig = PostTrainModule._optimizer_step
+
+    def crash(self):
+        if self.step == step:
+            raise RuntimeError("simulated crash")
+        orig(self)
+
+    PostTrainModule._optimizer_step = crash
+    try:
+        yield
+    finally:
+        PostTrainModule._optimizer_step = orig

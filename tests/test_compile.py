@@ -9,11 +9,10 @@ import torch
 from ptforget.ensemble import batched
 from ptforget.fused import FusedStep
 from ptforget.generators import GaussianMixture
-from ptforget.module import PostTrainModule
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 from ptforget.train import run_training
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, crash_at
 
 
 class _FixedData(Objective):
@@ -87,19 +86,8 @@ def test_a_compiled_run_resumes_bit_identically_and_reuses_its_compilation(tmp_p
         assert m["status"] == "complete"
         assert abs(m["final"]["old_mass"] - 0.5) < 0.03
         assert m["final"]["kl_q_pstar"] < 0.05
-    orig = PostTrainModule._optimizer_step
-
-    def crash(self):
-        if self.step == 130:
-            raise RuntimeError("simulated crash")
-        orig(self)
-
-    PostTrainModule._optimizer_step = crash
-    try:
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_training(cfg, tmp_path / "run")
-    finally:
-        PostTrainModule._optimizer_step = orig
+    with crash_at(130), pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, tmp_path / "run")
     resumed = run_training(cfg, tmp_path / "run")
     assert all(m["resumed_from_step"] == 100 for m in resumed["members"])
     for k in (0, 1):

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from ptforget.io import read_json
-from ptforget.module import PostTrainModule
 from ptforget.train import RunDirError, run_training
-from tests.conftest import compose_cfg
+from tests.conftest import compose_cfg, crash_at
 
 CASES = {
     "gmm_rkl_cosine": ("objective=rkl", "optimizer.schedule=cosine"),
@@ -38,29 +37,13 @@ def test_same_config_and_seed_give_identical_trajectories(tmp_path, case):
     assert seeds == ([3, 4, 5] if "seeds=3" in CASES[case] else [3])
 
 
-def _interrupt_at(step: int):
-    orig = PostTrainModule._optimizer_step
-
-    def crash(self):
-        if self.step == step:
-            raise RuntimeError("simulated crash")
-        orig(self)
-
-    return orig, crash
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_an_interrupted_run_resumes_to_the_same_trajectory(tmp_path, case):
     """Crash after the step-100 checkpoint; re-running resumes there and ends bit-identical to an unbroken run."""
     cfg = compose_cfg(*CASES[case], "trainer.max_steps=160", "eval_every=25", "checkpoint_every=50")
     reference = run_training(cfg, tmp_path / "ref")
-    orig, crash = _interrupt_at(130)
-    PostTrainModule._optimizer_step = crash
-    try:
-        with pytest.raises(RuntimeError, match="simulated crash"):
-            run_training(cfg, tmp_path / "run")
-    finally:
-        PostTrainModule._optimizer_step = orig
+    with crash_at(130), pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, tmp_path / "run")
     assert (tmp_path / "run" / "last.ckpt").exists()
     assert torch.load(tmp_path / "run" / "last.ckpt", weights_only=False)["step"] == 100
     resumed = run_training(cfg, tmp_path / "run")
@@ -74,13 +57,8 @@ def test_an_interrupted_run_resumes_to_the_same_trajectory(tmp_path, case):
 def test_a_checkpoint_of_another_config_is_moved_aside(tmp_path):
     """A killed run leaves last.ckpt and no summary; another config in that folder keeps the file (moved aside)."""
     cfg = compose_cfg("trainer.max_steps=100", "eval_every=20", "checkpoint_every=40")
-    orig, crash = _interrupt_at(90)
-    PostTrainModule._optimizer_step = crash
-    try:
-        with pytest.raises(RuntimeError):
-            run_training(cfg, tmp_path)
-    finally:
-        PostTrainModule._optimizer_step = orig
+    with crash_at(90), pytest.raises(RuntimeError, match="simulated crash"):
+        run_training(cfg, tmp_path)
     (tmp_path / "summary.json").unlink()  # as after SIGKILL: only the checkpoint is left
     saved = (tmp_path / "last.ckpt").read_bytes()
     other = run_training(compose_cfg("trainer.max_steps=100", "eval_every=20", "seed=1"), tmp_path)

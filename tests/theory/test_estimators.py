@@ -36,6 +36,16 @@ def _grads(gen):
                      float(gen.mu_rest.grad.reshape(-1)[0])])
 
 
+def _sampled_grads(gen, obj, draws: int) -> np.ndarray:
+    """(draws, 3) autograd gradients of ``obj``'s loss in (logit weight, mu_o, mu_n), one fresh batch each."""
+    out = []
+    for _ in range(draws):
+        gen.zero_grad()
+        obj.loss(gen, 0)[0].backward()
+        out.append(_grads(gen))
+    return np.array(out)
+
+
 # ----------------------------------------------------------------------------------------------- P10
 def test_enumerate_mean_is_exact_population_gradient():
     from ptforget.theory import PopulationSpec, population_gradient
@@ -56,12 +66,7 @@ def test_enumerate_covariance_matches_the_real_estimator():
     task, gen = _gmm(delta, eta=th[0], mo=th[1], mn=th[2])
     obj = ReverseKL(batch=batch, estimator="enumerate")
     obj.setup(gen, task)
-    G = []
-    for _ in range(1500):
-        gen.zero_grad()
-        obj.loss(gen, 0)[0].backward()
-        G.append(_grads(gen))
-    G = np.array(G)
+    G = _sampled_grads(gen, obj, 1500)
     m, C = pt.rkl_enumerate_grad_cov(delta, 0.5, *th, batch)
     # mean within 4 standard errors; variances within 4 standard errors of a sample variance (sqrt(2/N))
     se = G.std(0, ddof=1) / math.sqrt(len(G))
@@ -189,12 +194,7 @@ def test_ttt_expected_gradient_matches_the_real_objective():
         gen.weight_param.fill_(th[0])
         gen.mu_old.fill_(th[1] - delta / 2)
         gen.mu_rest.fill_(th[2] - delta / 2)
-    G = []
-    for _ in range(3000):
-        gen.zero_grad()
-        obj.loss(gen, 0)[0].backward()
-        G.append(_grads(gen))
-    G = np.array(G)
+    G = _sampled_grads(gen, obj, 3000)
     pred = -pt.ttt_expected_gradient(np.array(th), 1.0, 0.5, delta, K=16, n_batch=64)
     se = G.std(0, ddof=1) / math.sqrt(len(G))
     assert np.all(np.abs(G.mean(0) - pred) < 4 * se), (G.mean(0), pred, se)
@@ -241,12 +241,7 @@ def test_oapl_sync_map_zeroes_the_real_loss_gradient():
             gen.weight_param.fill_(th[0])
             gen.mu_old.fill_(th[1] - delta / 2)
             gen.mu_rest.fill_(th[2] - delta / 2)
-        G = []
-        for _ in range(draws):
-            gen.zero_grad()
-            obj.loss(gen, 0)[0].backward()
-            G.append(_grads(gen))
-        G = np.array(G)
+        G = _sampled_grads(gen, obj, draws)
         return G.mean(0), G.std(0, ddof=1) / math.sqrt(len(G))
 
     m, se = mean_grad(th_pred)
