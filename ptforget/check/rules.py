@@ -77,12 +77,10 @@ def near(target: float, tol: float, why: str, exact: bool = False) -> Rule:
     return Near(target - tol, target + tol, why, exact, target, tol)
 
 
-def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_why: str = "",
-               gap: float | None = None) -> Rule:
-    """|statistic - target| <= max(2 t s / sqrt(n), floor): twice the 95% half-width of the n-seed mean (s the
+def resolution(target: float, values, why: str = "", gap: float | None = None) -> Rule:
+    """|statistic - target| <= 2 t s / sqrt(n): twice the 95% half-width of the n-seed mean (s the
     seeds' spread). A right prediction holds with probability about 0.95 and almost never fails; one off by more
-    than 3 half-widths fails. ``floor``: a smaller tolerance is not meaningful (a convergence tolerance, a Monte-
-    Carlo error of the prediction), with its reason.
+    than 3 half-widths fails.
 
     ``gap``: the distance the run travels from its start to the prediction. The band is then at least 1% of it
     (seeds agreeing to far less cannot matter) and at most a quarter of it (``GAP_CAP``): a wider band would not
@@ -92,10 +90,8 @@ def resolution(target: float, values, why: str = "", floor: float = 0.0, floor_w
 
     s = summarize(values)
     half = t_quantile(0.975, s.n - 1) * s.std / math.sqrt(s.n) if s.n >= 2 and s.std else 0.0
-    tol = max(2.0 * half, float(floor))
+    tol = 2.0 * half
     reason = "2 x the 95% half-width of the seed mean (the experiment's resolution)"
-    if floor and tol == floor:
-        reason = floor_why or "a tolerance floor"
     if gap is not None and math.isfinite(gap) and gap > 0:
         if tol < GAP_FLOOR * gap:
             tol, reason = GAP_FLOOR * gap, "floor: 1% of the gap from the start to the prediction"
