@@ -761,7 +761,7 @@ def check_app(cfg: DictConfig) -> None:
         for e in payload["errors"]:
             print(f"ptforget-check: error: {e}", file=sys.stderr)
         sys.exit(1)
-    if cfg.strict and payload["counts"]["theory"]["fails"]:
+    if cfg.strict and (payload["counts"]["theory"]["supports rival"] or payload["counts"]["consistency"]["fails"]):
         sys.exit(1)
 
 

@@ -59,6 +59,37 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     return out
 
 
+@torch.no_grad()
+def start_fidelity(generator: Generator, task: TwoModeTask, n: int = 16384) -> list[dict[str, float]]:
+    """How far each member's start is from q0, the state every prediction assumes (the check's start gate).
+
+    Per member: ``kl_q0`` = KL(q0 || model) (quadrature on the task's grid in 1-D, ``kl_q0_se`` = 0; Monte Carlo with
+    n samples of q0 and its standard error otherwise), ``old_mass`` / ``old_mass_q0`` (old-region mass of the start
+    and of q0) and ``core`` / ``core_q0`` (the old core's location, ``core_pos``).
+    """
+    w = torch.tensor([float(task.beta0), 1 - float(task.beta0)], device=task.mu_old.device)
+    ref = region_stats(w, torch.stack([task.mu_old, task.mu_new_init]), task.cov.expand(2, task.dim, task.dim), task)
+    ro = generator.readout(task, n)
+    grid = task.grid()
+    if grid is not None:
+        x, v = grid
+        lq, l0 = generator.log_prob(x.expand(*generator.batch_shape, *x.shape)), task.log_prob("q0", x)
+        kl = (v * l0.exp() * (l0 - lq)).sum(-1)
+        se = torch.zeros_like(kl)
+        method = "quadrature"
+    else:
+        y = task.sample("q0", n, generator.batch_shape)
+        d = task.log_prob("q0", y) - generator.log_prob(y)
+        kl, se = d.mean(-1), d.std(-1) / n**0.5
+        method = "monte carlo"
+    members = kl.reshape(-1).shape[0]
+    flat = {k: t.reshape(-1).expand(members).tolist() for k, t in
+            {"kl_q0": kl, "kl_q0_se": se, "old_mass": ro["region_mass"], "core": ro["core_pos"]}.items()}
+    return [{"kl_q0": flat["kl_q0"][i], "kl_q0_se": flat["kl_q0_se"][i], "method": method,
+             "old_mass": flat["old_mass"][i], "old_mass_q0": float(ref["region_mass"]),
+             "core": flat["core"][i], "core_q0": float(ref["core_pos"])} for i in range(members)]
+
+
 def target_region_stats(task: TwoModeTask) -> tuple[Tensor, Tensor, Tensor]:
     """Old-region mass and the conditional means of p* on the old and new regions (exact, cached)."""
     key = ("target_region", task.device)

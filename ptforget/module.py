@@ -31,7 +31,7 @@ from ptforget.errors import check
 from ptforget.fused import FusedStep, FusedStepUnavailable, compiled_measure, fusable
 from ptforget.generators.base import Generator
 from ptforget.io import atomic_replace
-from ptforget.metrics import forgetting_metrics, measure, target_region_stats
+from ptforget.metrics import forgetting_metrics, measure, start_fidelity, target_region_stats
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 from ptforget.validate import validate_optimizer
@@ -107,6 +107,8 @@ class PostTrainModule(L.LightningModule):
         self._last_ckpt_step = 0
         self._resume: dict[str, Any] | None = None
         self.resumed_from: int | None = None  # step of the checkpoint this run resumed from
+        #: per member: the start's distance from q0 (``metrics.start_fidelity``), measured before the first step
+        self.start: list[dict[str, float]] | None = None
         self._last_loss: Tensor | None = None
         self._last_logs: dict[str, Tensor] = {}
         # first step whose loss (or, batched, parameters) was not finite, per member, on the device (-1 = none)
@@ -163,6 +165,7 @@ class PostTrainModule(L.LightningModule):
             self._restore(self._resume)
             self._resume = None
         elif not self.history:
+            self.start = start_fidelity(self.generator, self.task)
             self.evaluate(0)
         if self.compile and fusable(self._opt):  # after the restore: it reads the optimizer's state
             self._fused = FusedStep(self.generator, self.objective, self._opt, self.grad_clip,
@@ -386,6 +389,7 @@ class PostTrainModule(L.LightningModule):
             "params_bad_step": self._params_bad_step,
             "rng": torch.get_rng_state(),
             "density": self.density,
+            "start": self.start,
         }
         if torch.cuda.is_available() and self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
@@ -405,6 +409,7 @@ class PostTrainModule(L.LightningModule):
         self.histories = state["histories"]
         self.diverged = [tuple(d) if d else None for d in state["diverged"]]
         self.density = dict(state.get("density") or {})
+        self.start = state.get("start")
         self._bad_step, self._params_bad_step = state["bad_step"], state["params_bad_step"]
         self._resume = state
 

@@ -419,27 +419,41 @@ __all__: list[str] = [
 ]
 
 
-VERDICT_COLORS = {"holds": "#4daf4a", "fails": "#e41a1c", "inconclusive": "#ffbf00"}
+#: colour and short tag of each theory verdict in the transfer figure
+VERDICT_STYLE = {"supports theory": ("#4daf4a", "T"), "supports rival": ("#e41a1c", "R"),
+                 "undecided": ("#ffbf00", "U"), "untestable": ("#999999", "X"), "not converged": ("#377eb8", "C")}
 
 
-def plot_transfer(claims: Sequence[str], families: Sequence[str], cells: Mapping[tuple[str, str], str],
+def plot_transfer(claims: Sequence[str], families: Sequence[str], cells: Mapping[tuple[str, str], Mapping[str, int]],
                   path: str | os.PathLike, title: str | None = None) -> Path:
-    """Claims against generator families, each cell coloured by its verdict (blank: not tested on that family)."""
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(families), 0.9 + 0.42 * len(claims)))
+    """Claims against generator families; each cell shows how many of its theory rows got each verdict (a stacked
+    bar of the counts, with the counts written out; blank: not tested on that family)."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.6 * len(families), 1.4 + 0.46 * len(claims)))
     for i, c in enumerate(claims):
         for j, f in enumerate(families):
-            v = cells.get((c, f))
-            if v is None:
+            cnt = cells.get((c, f))
+            if not cnt:
                 continue
-            ax.add_patch(plt.Rectangle((j, i), 1, 1, color=VERDICT_COLORS[v], ec="white", lw=2))
-            ax.text(j + 0.5, i + 0.5, v, ha="center", va="center", fontsize=8)
+            total = sum(cnt.values())
+            x = j + 0.04
+            for v, (colour, _) in VERDICT_STYLE.items():
+                w = 0.92 * cnt.get(v, 0) / total
+                if w:
+                    ax.add_patch(plt.Rectangle((x, i + 0.08), w, 0.84, color=colour, ec="white", lw=1))
+                    x += w
+            label = " ".join(f"{VERDICT_STYLE[v][1]}{k}" for v, k in cnt.items() if k)
+            ax.text(j + 0.5, i + 0.5, label, ha="center", va="center", fontsize=7)
     ax.set_xlim(0, len(families))
     ax.set_ylim(len(claims), 0)
     ax.set_xticks([j + 0.5 for j in range(len(families))], list(families))
     ax.set_yticks([i + 0.5 for i in range(len(claims))], list(claims))
     ax.xaxis.tick_top()
     ax.tick_params(length=0)
-    for s in ax.spines.values():
-        s.set_visible(False)
-    ax.set_title(title or "Theory rows: where the theory carries over (blank: not tested)", fontsize=9, pad=22)
+    for sp in ax.spines.values():
+        sp.set_visible(False)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c, _ in VERDICT_STYLE.values()]
+    ax.legend(handles, [f"{t}: {v}" for v, (_, t) in VERDICT_STYLE.items()], loc="upper center",
+              bbox_to_anchor=(0.5, -0.02), ncol=3, fontsize=7, frameon=False)
+    ax.set_title(title or "Theory rows per claim and family: counts of each verdict (blank: not tested)", fontsize=9,
+                 pad=22)
     return _save(fig, path)

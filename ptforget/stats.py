@@ -169,3 +169,55 @@ def difference(a: Iterable[Any], b: Iterable[Any], level: float = 0.95) -> Summa
     df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
     half = t_quantile(0.5 + level / 2.0, df) * se
     return Summary(n, d, se, d - half, d + half)
+
+
+def normal_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion k/n (a collapse rate over seeds)."""
+    if n == 0:
+        return math.nan, math.nan
+    z = t_quantile(0.5 + level / 2.0, math.inf)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rank_test(a: Iterable[Any], b: Iterable[Any]) -> dict[str, float]:
+    """Mann-Whitney U test of two independent groups (normal approximation with tie correction) and the
+    Hodges-Lehmann shift (median of all pairwise differences a - b): robust where one seed can be an outlier.
+
+    Returns n_a, n_b, U (pairs with a > b, ties half), ``p_greater`` (one-sided: a tends to exceed b),
+    ``p_less`` and ``shift``.
+    """
+    xa = [float(v) for v in a if is_finite_number(v)]
+    xb = [float(v) for v in b if is_finite_number(v)]
+    na, nb = len(xa), len(xb)
+    if na == 0 or nb == 0:
+        return {"n_a": na, "n_b": nb, "U": math.nan, "p_greater": math.nan, "p_less": math.nan, "shift": math.nan}
+    u = sum(1.0 if x > y else 0.5 if x == y else 0.0 for x in xa for y in xb)
+    pooled = sorted(xa + xb)
+    n = na + nb
+    ties = 0.0
+    i = 0
+    while i < n:
+        j = i
+        while j + 1 < n and pooled[j + 1] == pooled[i]:
+            j += 1
+        t = j - i + 1
+        ties += t**3 - t
+        i = j + 1
+    var = na * nb / 12.0 * ((n + 1) - ties / (n * (n - 1))) if n > 1 else 0.0
+    mu = na * nb / 2.0
+    if var <= 0:
+        pg = pl = 0.5
+    else:  # continuity-corrected
+        pg = 1.0 - normal_cdf((u - mu - 0.5) / math.sqrt(var))
+        pl = normal_cdf((u - mu + 0.5) / math.sqrt(var))
+    diffs = sorted(x - y for x in xa for y in xb)
+    m = len(diffs)
+    shift = diffs[m // 2] if m % 2 else 0.5 * (diffs[m // 2 - 1] + diffs[m // 2])
+    return {"n_a": na, "n_b": nb, "U": u, "p_greater": pg, "p_less": pl, "shift": shift}

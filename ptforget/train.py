@@ -417,6 +417,7 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
         "extremes": metrics,
         "forgetting": forgetting,
         "pretrain": getattr(module.generator, "pretrain_stats", {}),
+        "start": module.start[member] if module.start else None,
         "target": target,
         "overrides": _overrides(),
         "choices": _choices(),

@@ -755,7 +755,8 @@ FAMILY_KEYS = ("seeds", "steps", "overrides", "sgd")
 
 def check_profile(p: dict[str, Any]) -> None:
     """A check profile: its keys, counts, grids and per-family settings (seeds, steps, overrides, sgd)."""
-    allowed = ("name", "families", "forgetting_threshold", "control_factor", *PROFILE_INTS, *PROFILE_LISTS)
+    allowed = ("name", "families", "forgetting_threshold", "control_factor", "defer_underpowered", "gates",
+               *PROFILE_INTS, *PROFILE_LISTS)
     for k in p:
         check(k in allowed, f"profile.{k}", p[k], "a key of profile: " + ", ".join(map(repr, allowed)))
     check(isinstance(p.get("name", ""), str), "profile.name", p.get("name"), "a string")
@@ -767,6 +768,14 @@ def check_profile(p: dict[str, Any]) -> None:
             v = p[key]
             check(isinstance(v, list) and len(v) > 0 and all(ok(x) for x in v), f"profile.{key}", v,
                   f"a non-empty list of {allowed_text}")
+    check(isinstance(p.get("defer_underpowered", False), bool), "profile.defer_underpowered",
+          p.get("defer_underpowered"), "true or false")
+    gates = p.get("gates", {})
+    names = ("start_kl", "start_old_mass_rel", "plateau_fraction", "new_mode_error")
+    check(isinstance(gates, dict), "profile.gates", gates, "a mapping of " + ", ".join(names))
+    for k, g in gates.items():
+        check(k in names, f"profile.gates.{k}", g, "a key of gates: " + ", ".join(map(repr, names)))
+        check(is_number(g) and g > 0, f"profile.gates.{k}", g, "a finite number > 0")
     ft = p.get("forgetting_threshold", 0.1)
     check(is_number(ft) and 0 < ft < 1, "profile.forgetting_threshold", ft, "a fraction of beta* in (0, 1)")
     cf = p.get("control_factor", 3)

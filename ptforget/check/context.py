@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ptforget.check.gates import thresholds
 from ptforget.check.runs import RunSpec
 
 FAMILIES = ("gmm", "mdn", "flow", "realnvp")
@@ -32,6 +33,8 @@ class Context:
         self.out = Path(out)
         self._compose = compose
         self._configs: dict[tuple, DictConfig] = {}
+        #: start-gate records of the results judged (``gates.start_record``), by (family, config label)
+        self.fidelity: dict[tuple[str, str], dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ profile
     @property
@@ -73,6 +76,13 @@ class Context:
                 f"generator={family}", f"trainer.max_steps={int(fam.steps)}",
                 f"eval_every={int(self.profile.get('eval_every', 50))}", *[str(x) for x in fam.get("overrides", [])],
                 *[str(x) for x in self.cfg.get("train_overrides", [])]]
+
+    def gates(self) -> dict[str, float]:
+        """The profile's gate thresholds (``profile.gates``, defaults in ``ptforget.check.gates``)."""
+        return thresholds(self.profile)
+
+    def fidelity_rows(self) -> list[dict[str, Any]]:
+        return [self.fidelity[k] for k in sorted(self.fidelity)]
 
     # ------------------------------------------------------------------ configs
     def compose(self, overrides: list[str]) -> DictConfig:

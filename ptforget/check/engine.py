@@ -19,25 +19,15 @@ from ptforget.build import instantiate_group
 from ptforget.check import registry
 from ptforget.check.context import FAMILIES, Context
 from ptforget.check.executors import Executor, Inline, Outcome, Submitit
+from ptforget.check.gates import start_gate
+from ptforget.check.judge import PILOT_FILE, Settings, Verdict, counts, judge_row, load_pilot, verdict_from_json
 from ptforget.check.plan import Job, Plan, make_plan, pretrain_jobs
-from ptforget.check.render import (
-    Verdict,
-    counts,
-    judge_row,
-    load_payload,
-    render_report,
-    transfer_matrix,
-    verdict_from_json,
-)
+from ptforget.check.render import load_payload, render_report, transfer_matrix
 from ptforget.check.runs import Result, load_runs
 from ptforget.errors import ConfigError, check
 from ptforget.io import atomic_write_text, write_json
 
 log = logging.getLogger("ptforget.check")
-
-#: theory rows need at least this many seeds to count as evidence (fewer: inconclusive, with a note)
-MIN_SEEDS = 3
-
 
 # ---------------------------------------------------------------------------------------------- selection
 def claim_ids() -> list[str]:
@@ -61,7 +51,7 @@ def validate_check_config(cfg: DictConfig) -> None:
     """The check's own keys: its flags, the profile, the claims, the generator families and the executor."""
     from ptforget.validate import check_profile, generator_options
 
-    for key in ("reuse", "strict", "batch_seeds"):
+    for key in ("reuse", "strict", "batch_seeds", "negative_control"):
         check(isinstance(cfg.get(key, True), bool), key, cfg.get(key), "true or false")
     profile = OmegaConf.to_container(cfg.profile, resolve=True)
     check_profile(profile)
@@ -147,10 +137,20 @@ def results(plan: Plan, specs: list[Any], configs: Context) -> dict[Any, Result]
 Pending = list[tuple[Verdict, registry.Explanation]]
 
 
-def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]
+def settings_of(cfg: DictConfig) -> Settings:
+    """How rows are judged: the pilot's spreads (``pilot``: a file, default the packaged one; null: none), deferral
+    of underpowered rows (``profile.defer_underpowered``) and the negative control (``negative_control``)."""
+    path = cfg.get("pilot", "default")
+    return Settings(pilot=load_pilot(PILOT_FILE if path == "default" else path),
+                    defer=bool(cfg.profile.get("defer_underpowered", False)),
+                    negative_control=bool(cfg.get("negative_control", False)))
+
+
+def judge(ctx: Context, plan: Plan, claims: list[registry.Claim], settings: Settings | None = None
           ) -> tuple[list[Verdict], dict[str, Any], list[str], Pending]:
     """Every claim's rows and section; a claim that cannot be judged (missing runs, an error) is reported. Theory
-    rows that do not hold and declare an explanation are returned as pending: their controls run next."""
+    rows that do not support the theory and declare an explanation are returned as pending: their controls run
+    next."""
     verdicts: list[Verdict] = []
     pending: Pending = []
     sections: dict[str, dict[str, Any]] = {}
@@ -174,14 +174,27 @@ def judge(ctx: Context, plan: Plan, claims: list[registry.Claim]
             r.claim = r.claim or c.id
             if r.figure is None and sec["figures"]:
                 r.figure = sec["figures"][0]
-            v = judge_row(r, c.title)
-            if v.kind == "theory" and v.n < MIN_SEEDS and v.verdict != "inconclusive":
-                v.verdict = "inconclusive"
-                v.note = (v.note + " " if v.note else "") + f"n={v.n} < {MIN_SEEDS} seeds: not evidence."
+            if r.kind == "theory":
+                start_gate_row(ctx, r, got)
+            v = judge_row(r, c.title, settings)
             verdicts.append(v)
-            if v.kind == "theory" and v.verdict != "holds" and r.explain is not None:
+            if v.kind == "theory" and v.verdict in ("supports rival", "undecided", "not converged") \
+                    and not v.deferred and r.explain is not None:
                 pending.append((v, r.explain))
     return verdicts, sections, errors, pending
+
+
+def start_gate_row(ctx: Context, row: registry.Row, got: dict[Any, Result]) -> None:
+    """Gate a theory row on its runs' starts (its ``sources``, else the claim's results of its family): a row whose
+    runs did not start at q0 is untestable (``gates.start_gate``); the records go to the report's fidelity table."""
+    sources = list(row.sources) or [res for spec, res in got.items() if spec.family == row.family]
+    if not sources:
+        return
+    why, recs = start_gate(sources, ctx.gates())
+    for rec in recs:
+        ctx.fidelity[(rec["family"], rec["config"])] = rec
+    if why and not row.gate:
+        row.gate = why
 
 
 class _Controls(registry.Claim):
@@ -246,7 +259,7 @@ def run_check(cfg: DictConfig, out_dir: str | Path,
         executor.out = out
     quiet = bool(cfg.get("quiet", False))
     prog = execute(plan, executor, bool(cfg.reuse), quiet=quiet)
-    verdicts, sections, errors, pending = judge(ctx, plan, claims)
+    verdicts, sections, errors, pending = judge(ctx, plan, claims, settings_of(cfg))
     failed = list(prog.failed)
     trained, reused = prog.seeds_trained, prog.reused
     if pending:
@@ -267,6 +280,8 @@ def run_check(cfg: DictConfig, out_dir: str | Path,
         "counts": counts(verdicts),
         "errors": errors,
         "merged": merged,
+        "negative_control": bool(cfg.get("negative_control", False)),
+        "fidelity": ctx.fidelity_rows(),
         "verdicts": [v.__dict__ for v in verdicts],
     }
     payload["transfer_figure"] = _transfer_figure(ctx, verdicts)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ptforget.check.rules import Rule
 
@@ -28,9 +28,10 @@ if TYPE_CHECKING:
     from ptforget.check.runs import Result, RunSpec
     from ptforget.theory import Prediction, TheoryConfig
 
-#: row kinds: a prediction of the theory against a trained model; a trained run against the engine's exact
-#: population dynamics (an implementation check); a mathematical identity or proven inequality on samples
-KINDS = ("theory", "consistency", "identity")
+#: row kinds: a prediction of the theory against a trained model (against a named rival); a trained run against the
+#: engine's exact computation for the same family and algorithm (an implementation check); a mathematical identity
+#: or proven inequality on samples; a published simulation re-run (Chen et al.)
+KINDS = ("theory", "consistency", "identity", "replication")
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Row:
     ``control`` names the control run behind a tolerance or an explanation and what it measured. With ``versus``
     the statistic is mean(values) - mean(versus) of two independent groups, judged on Welch's interval.
     ``extra`` carries tags for tables of a section (e.g. a method's condition and side).
+
+    Gates (theory rows): ``gate`` names the premise of the prediction the runs do not meet (their start is not q0,
+    the family cannot represent the target, the method did not learn the new mode): the row is *untestable*;
+    ``converged`` False (with ``convergence`` saying why) makes it *not converged*.
     """
 
     title: str
@@ -66,6 +71,12 @@ class Row:
     versus: Sequence[float] | None = None
     extra: dict = field(default_factory=dict)
     explain: Explanation | None = None
+    gate: str | None = None
+    converged: bool | None = None
+    convergence: str = ""
+    #: the results the row was computed from (default: all of the claim's results of the row's family), whose starts
+    #: the engine's start gate reads
+    sources: Sequence[Any] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -8,109 +8,58 @@ counted. "What does not hold" is generated from the failing rows and the control
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ptforget.check.registry import KINDS, Row
-from ptforget.check.rules import VERDICTS, fmt
+from ptforget.check.judge import Verdict, counts, family_counts, verdict_from_json
+from ptforget.check.rules import REPLICATION_VERDICTS, THEORY_VERDICTS, fmt
 from ptforget.io import read_json
-from ptforget.stats import difference, summarize
 
 README_START = "<!-- verdicts:start -->"
 README_END = "<!-- verdicts:end -->"
 
 
-@dataclass
-class Verdict:
-    """A judged row as stored in verdicts.json."""
-
-    claim: str
-    section: str
-    title: str
-    family: str
-    kind: str
-    scope: str
-    statistic: str
-    n: int
-    mean: float
-    lo: float | None
-    hi: float | None
-    values: list[float]
-    predicted: float | None
-    rule: str
-    bounds: list[float]
-    verdict: str
-    note: str
-    control: str
-    figure: str | None
-    versus: list[float] | None = None
-    extra: dict | None = None
-
-    def measured(self) -> str:
-        """mean [lo, hi] (n), or the single value with n=1 and no interval."""
-        if self.lo is None or self.hi is None:
-            return f"{fmt(self.mean)} (n={self.n}, no interval)"
-        return f"{fmt(self.mean)} [{fmt(self.lo)}, {fmt(self.hi)}] (n={self.n})"
-
-
-def judge_row(row: Row, section: str) -> Verdict:
-    s = summarize(row.values) if row.versus is None else difference(row.values, row.versus)
-    return Verdict(row.claim, section, row.title, row.family, row.kind, row.scope, row.statistic, s.n, s.mean, s.lo,
-                   s.hi, list(row.values), row.rule.predicted, row.rule.text(), [row.rule.lo, row.rule.hi],
-                   row.rule.judge(s), row.note, row.control, row.figure,
-                   list(row.versus) if row.versus is not None else None, dict(row.extra))
-
-
-def verdict_from_json(d: dict[str, Any]) -> Verdict:
-    def num(v: Any) -> float | None:
-        return None if v is None else float(v)
-
-    return Verdict(d["claim"], d.get("section", ""), d["title"], d["family"], d["kind"], d["scope"], d["statistic"],
-                   int(d["n"]), float(d["mean"]) if d["mean"] is not None else math.nan, num(d["lo"]), num(d["hi"]),
-                   [float(v) if v is not None else math.nan for v in d.get("values", [])], num(d.get("predicted")),
-                   d["rule"], [float(b) for b in d.get("bounds", [-math.inf, math.inf])], d["verdict"],
-                   d.get("note", ""), d.get("control", ""), d.get("figure"), d.get("versus"), d.get("extra") or {})
-
-
-def counts(verdicts: Iterable[Verdict]) -> dict[str, dict[str, int]]:
-    """Verdict counts per kind."""
-    out = {k: dict.fromkeys(VERDICTS, 0) for k in KINDS}
-    for v in verdicts:
-        out[v.kind][v.verdict] += 1
-    return out
-
-
-def family_counts(verdicts: Iterable[Verdict], kind: str = "theory") -> dict[str, dict[str, int]]:
-    out: dict[str, dict[str, int]] = {}
-    for v in verdicts:
-        if v.kind == kind:
-            out.setdefault(v.family, dict.fromkeys(VERDICTS, 0))[v.verdict] += 1
-    return out
-
-
 def headline(c: dict[str, dict[str, int]]) -> str:
-    t = c["theory"]
-    cons = c["consistency"]
-    return (f"theory: {t['holds']} hold, {t['fails']} fail, {t['inconclusive']} inconclusive; "
-            f"consistency: {cons['holds']} hold, {cons['fails']} fail, {cons['inconclusive']} inconclusive")
+    t, cons, rep = c["theory"], c["consistency"], c["replication"]
+    out = ("theory: " + ", ".join(f"{t[k]} {k}" for k in THEORY_VERDICTS)
+           + f"; consistency: {cons['holds']} hold, {cons['fails']} fail, {cons['inconclusive']} inconclusive")
+    if sum(rep.values()):
+        out += "; replication: " + ", ".join(f"{rep[k]} {k}" for k in REPLICATION_VERDICTS)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- tables
 HEADER = ["claim", "what", "family", "scope", "measured (95% CI)", "predicted", "rule", "verdict"]
+#: theory rows: the theory against its primary rival at the declared margin, with the pilot's power
+THEORY_HEADER = ["claim", "what", "family", "scope", "measured (95% CI)", "theory", "rival", "margin", "power",
+                 "verdict"]
+
+
+def _power(v: Verdict) -> str:
+    if v.power is None:
+        return "–"
+    return f"{v.power:.2f}" + (f" (n*={v.seeds_needed})" if v.seeds_needed else "")
 
 
 def table_rows(verdicts: Sequence[Verdict]) -> list[list[str]]:
-    return [[v.claim, v.title, v.family, v.scope, v.measured(), fmt(v.predicted) if v.predicted is not None else "–",
-             v.rule, v.verdict] for v in verdicts]
+    rows = []
+    for v in verdicts:
+        pred = fmt(v.predicted) if v.predicted is not None else "–"
+        if v.kind == "theory" and v.rival:
+            verdict = v.verdict + (f" ({v.detail})" if v.detail and v.verdict != "supports theory" else "")
+            rows.append([v.claim, v.title, v.family, v.scope, v.measured(), pred,
+                         f"{v.rival['name']}: {fmt(v.rival['predicted'])}", fmt(v.margin), _power(v), verdict])
+        else:
+            rows.append([v.claim, v.title, v.family, v.scope, v.measured(), pred, v.rule, v.verdict])
+    return rows
 
 
 def markdown_table(verdicts: Sequence[Verdict], bold_verdict: bool = True) -> list[str]:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    head = THEORY_HEADER if verdicts and all(v.kind == "theory" for v in verdicts) else HEADER
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in table_rows(verdicts):
         if bold_verdict:
             row[-1] = f"**{row[-1]}**"
@@ -119,20 +68,22 @@ def markdown_table(verdicts: Sequence[Verdict], bold_verdict: bool = True) -> li
 
 
 def not_holding(verdicts: Sequence[Verdict]) -> list[str]:
-    """Markdown bullets for the theory rows that fail or are inconclusive, with their controls (measured)."""
+    """Markdown bullets for the theory rows that do not support the theory, with their controls (measured)."""
     lines = []
     for v in verdicts:
-        if v.kind != "theory" or v.verdict == "holds":
+        if v.kind != "theory" or v.verdict == "supports theory":
             continue
         ctrl = f" Control: {v.control}" if v.control else " No control run was declared for this row."
         note = f" {v.note}" if v.note else ""
-        lines.append(f"- **{v.claim} {v.verdict}** ({v.family}, {v.scope}): {v.title}. {v.statistic} = "
-                     f"{v.measured()}; rule: {v.rule}.{note}{ctrl}")
+        detail = f" ({v.detail})" if v.detail else ""
+        lines.append(f"- **{v.claim} {v.verdict}**{detail} ({v.family}, {v.scope}): {v.title}. {v.statistic} = "
+                     f"{v.measured()}; {v.rule}.{note}{ctrl}")
     return lines
 
 
-def transfer_matrix(verdicts: Sequence[Verdict]) -> tuple[list[str], list[str], dict[tuple[str, str], str]]:
-    """(claims, families, cell verdict) over theory rows: a cell holds only if all its rows hold, fails if any fails."""
+def transfer_matrix(verdicts: Sequence[Verdict]
+                    ) -> tuple[list[str], list[str], dict[tuple[str, str], dict[str, int]]]:
+    """(claims, families, cell counts) over theory rows: how many rows of each claim x family got each verdict."""
     claims: list[str] = []
     fams: list[str] = []
     cells: dict[tuple[str, str], list[str]] = {}
@@ -144,18 +95,43 @@ def transfer_matrix(verdicts: Sequence[Verdict]) -> tuple[list[str], list[str], 
         if v.family not in fams:
             fams.append(v.family)
         cells.setdefault((v.claim, v.family), []).append(v.verdict)
-    out = {}
-    for k, vs in cells.items():
-        out[k] = "fails" if "fails" in vs else ("inconclusive" if "inconclusive" in vs else "holds")
-    return claims, fams, out
+    return claims, fams, {k: {v: vs.count(v) for v in THEORY_VERDICTS} for k, vs in cells.items()}
 
 
 # ---------------------------------------------------------------------------------------------- report.md
+VOCABULARY = (
+    "Theory rows are discriminations declared before any run: the theory's value of a statistic against a named "
+    "rival's, each with a band of half-width *margin* (its reason is given: a fraction of the distance between "
+    "them, a Monte-Carlo error, a definition; never the run's own spread). *supports theory*: the 90% interval over "
+    "seeds lies inside the theory's band (two one-sided tests at 5%) and the 95% interval misses the rival's; "
+    "*supports rival*: the reverse; *undecided*: neither (the row says which test lacked power); *untestable*: the "
+    "runs do not meet the prediction's premises (the gate is named: a start that is not q0, a family that cannot "
+    "represent the target, a method that did not learn the new mode); *not converged*: the statistic was still "
+    "moving at the end. *power* is the probability of *supports theory* at this n if the theory is right, from a "
+    "pilot's spread (n* the seeds that reach 0.8). Consistency and identity rows keep holds / fails / inconclusive "
+    "on the 95% interval; replication rows say reproduced / not reproduced / undecided.")
+
+
+def _nothing_else(theory: Sequence[Verdict]) -> str:
+    return "Every theory row supports the theory." if theory else "No theory row was judged."
+
+
+def fidelity_table(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown: per family and config, the start's KL from q0 and old mass against q0's, and the gate's outcome."""
+    out = ["| family | config | seeds | KL(q0 \\|\\| start) max | old mass (start / q0) | gate |",
+           "|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['family']} | {r['config']} | {r['n']} | {fmt(r['kl_max'])} ({r['method']}) | "
+                   f"{fmt(r['old_mass'])} / {fmt(r['old_mass_q0'])} | {'passes' if r['passes'] else r['why']} |")
+    return out
+
+
 def render_report(payload: dict[str, Any], verdicts: Sequence[Verdict], sections: dict[str, dict[str, Any]]) -> str:
     c = counts(verdicts)
     theory = [v for v in verdicts if v.kind == "theory"]
     cons = [v for v in verdicts if v.kind == "consistency"]
     ident = [v for v in verdicts if v.kind == "identity"]
+    repl = [v for v in verdicts if v.kind == "replication"]
     lines = [
         "# ptforget check: the two-mode theory beside learned generators",
         "",
@@ -164,25 +140,35 @@ def render_report(payload: dict[str, Any], verdicts: Sequence[Verdict], sections
         "",
         f"**{headline(c)}.**",
         "",
-        "Verdicts: *holds* when the whole 95% t-interval over seeds satisfies the rule, *fails* when the whole "
-        "interval violates it, *inconclusive* when it straddles a bound (or when a noisy statistic has a single "
-        "value). Only *theory* rows, a prediction of the theory against a trained model, make the headline.",
+        VOCABULARY,
     ]
+    if payload.get("negative_control"):
+        lines += ["", "**Negative control**: the theory's predictions were replaced by a deliberately wrong theory "
+                  "(each row's `wrong` value); a check with power finds no support for it."]
     if payload.get("merged"):
         lines += ["", f"_{payload['merged']}_"]
     fc = family_counts(verdicts)
     if fc:
-        lines += ["", "| family | holds | fails | inconclusive |", "|---|---|---|---|"]
-        lines += [f"| {f} | {d['holds']} | {d['fails']} | {d['inconclusive']} |" for f, d in fc.items()]
+        lines += ["", "| family | " + " | ".join(THEORY_VERDICTS) + " |", "|---|" + "---|" * len(THEORY_VERDICTS)]
+        lines += [f"| {f} | " + " | ".join(str(d[k]) for k in THEORY_VERDICTS) + " |" for f, d in fc.items()]
+    if payload.get("fidelity"):
+        lines += ["", "## Fidelity: did each family start at q0?", "", *fidelity_table(payload["fidelity"])]
     if payload.get("transfer_figure"):
         lines += ["", f"![where the theory carries over]({payload['transfer_figure']})"]
     lines += ["", "## Theory against trained models", "", *markdown_table(theory)]
+    deferred = [v for v in theory if v.deferred]
+    if deferred:
+        lines += ["", "## Deferred to profile=full (underpowered at the quick profile's seeds)", ""]
+        lines += [f"- {v.claim} ({v.family}, {v.scope}): {v.detail}" for v in deferred]
     bad = not_holding(verdicts)
-    lines += ["", "## What does not hold", ""] + (bad or ["Every theory row holds."])
+    lines += ["", "## What does not support the theory", ""] + (bad or [_nothing_else(theory)])
     if cons:
         lines += ["", "## Consistency: trained runs against the exact population dynamics", "",
                   "An implementation check, not evidence for the theory: plain SGD runs of the GMM beside the engine's "
                   "own gradient-descent flow.", "", *markdown_table(cons)]
+    if repl:
+        lines += ["", "## Replication: Chen et al.'s simulation re-run", "", *markdown_table(repl)]
+        lines += [f"- {v.claim} ({v.scope}) {v.title}: {v.detail}" for v in repl if v.detail]
     if ident:
         lines += ["", "## Sanity (identities and proven inequalities; not counted)", "", *markdown_table(ident, False)]
     for sid, sec in sections.items():
@@ -193,8 +179,9 @@ def render_report(payload: dict[str, Any], verdicts: Sequence[Verdict], sections
         for v in rows:
             note = f" {v.note}" if v.note else ""
             ctrl = f" Control: {v.control}" if v.control else ""
-            lines.append(f"- **{v.verdict}** [{v.kind}, {v.family}] {v.title} ({v.scope}): {v.statistic} = "
-                         f"{v.measured()}; rule: {v.rule}.{note}{ctrl}")
+            detail = f" ({v.detail})" if v.detail else ""
+            lines.append(f"- **{v.verdict}**{detail} [{v.kind}, {v.family}] {v.title} ({v.scope}): {v.statistic} = "
+                         f"{v.measured()}; {v.rule}.{note}{ctrl}")
         for t in sec.get("text", []):
             lines += ["", t]
         for f in sec.get("figures", []):
@@ -207,11 +194,11 @@ def readme_block(payload: dict[str, Any], figure_prefix: str = "") -> str:
     """The README's verdict block, generated from a verdicts.json payload (``ptforget-verdicts``)."""
     verdicts = [verdict_from_json(d) for d in payload["verdicts"]]
     c = counts(verdicts)
-    fams = ", ".join(f"{f}: {d['holds']}/{d['fails']}/{d['inconclusive']}" for f, d in family_counts(verdicts).items())
+    fams = "; ".join(f"{f}: " + ", ".join(f"{d[k]} {k}" for k in THEORY_VERDICTS if d[k])
+                     for f, d in family_counts(verdicts).items())
     lines = [
         f"Quick profile, executor {payload.get('executor', 'inline')}: {payload['runs_trained']} runs trained in "
-        f"{payload['wall_time_s']:.0f} s. **{headline(c)}.** Theory rows per family (holds/fails/inconclusive): "
-        f"{fams}.",
+        f"{payload['wall_time_s']:.0f} s. **{headline(c)}.** Theory rows per family: {fams}.",
         "",
         "<details><summary>Theory rows (quick profile)</summary>",
         "",
@@ -219,9 +206,9 @@ def readme_block(payload: dict[str, Any], figure_prefix: str = "") -> str:
         "",
         "</details>",
         "",
-        "What does not hold (generated from the rows and their control runs):",
+        "What does not support the theory (generated from the rows and their control runs):",
         "",
-        *(not_holding(verdicts) or ["Every theory row holds."]),
+        *(not_holding(verdicts) or [_nothing_else([v for v in verdicts if v.kind == "theory"])]),
     ]
     if payload.get("transfer_figure"):
         lines += ["", f"![where the theory carries over]({figure_prefix}{payload['transfer_figure']})"]
@@ -252,7 +239,7 @@ def print_table(payload: dict[str, Any], file: Any = None) -> None:
     verdicts = [verdict_from_json(d) for d in payload["verdicts"]]
     c = counts(verdicts)
     title = f"ptforget check ({payload['profile']['name']}): {headline(c)}"
-    shown = [v for v in verdicts if v.kind != "identity"]
+    shown = [v for v in verdicts if v.kind == "theory"]
     if not file.isatty():
         print(title, file=file)
         for row in table_rows(shown):
@@ -262,11 +249,13 @@ def print_table(payload: dict[str, Any], file: Any = None) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for h in HEADER:
+    for h in THEORY_HEADER:
         table.add_column(h, overflow="fold")
-    styles = {"holds": "green", "fails": "red", "inconclusive": "yellow"}
+    styles = {"holds": "green", "fails": "red", "inconclusive": "yellow", "supports theory": "green",
+              "supports rival": "red", "undecided": "yellow", "untestable": "bright_black", "not converged": "blue",
+              "reproduced": "green", "not reproduced": "red"}
     for row in table_rows(shown):
-        table.add_row(*row[:-1], f"[{styles[row[-1]]}]{row[-1]}[/]")
+        table.add_row(*row[:-1], f"[{styles.get(row[-1].split(' (')[0], 'white')}]{row[-1]}[/]")
     Console(file=file, width=shutil.get_terminal_size((120, 40)).columns).print(table)
 
 

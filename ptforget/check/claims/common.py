@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from ptforget.check import rules
 from ptforget.check.context import Context
+from ptforget.check.gates import plateau, sup_plateau
 from ptforget.check.registry import Explanation
 from ptforget.check.runs import Result, Run, RunSpec
 from ptforget.stats import summarize
@@ -81,6 +83,27 @@ def drift_stat(ctx: Context, spec: RunSpec) -> tuple[Callable[[Run], float], str
     if spec.family in MIXTURES:
         return sup("comp_drift"), "sup ||mu_o - mu_o*||"
     return core_excursion(target_core(task_of(ctx, spec))), "old-core excursion"
+
+
+def settled(ctx: Context, res: Result, key: str, rule: rules.Discrimination) -> dict:
+    """Row keyword arguments for the final value of trajectory column ``key``: its sources and whether it reached
+    its plateau (``gates.plateau`` at the rule's margin)."""
+    ok, why = plateau(res.runs, key, rule.margin, ctx.gates())
+    return {"converged": ok, "convergence": why, "sources": [res]}
+
+
+def sup_settled(ctx: Context, results: Sequence[Result], key: str, rule: rules.Discrimination,
+                ref: float | None = None) -> dict:
+    """Row keyword arguments for a sup over the run: every result's sup was reached (``gates.sup_plateau``)."""
+    outs = [sup_plateau(r.runs, key, rule.margin, ctx.gates(), ref) for r in results]
+    bad = [w for ok, w in outs if not ok]
+    return {"converged": not bad, "convergence": bad[0] if bad else (outs[0][1] if outs else ""),
+            "sources": list(results)}
+
+
+def q0_mass(task: TwoModeTask) -> float:
+    """q0's old-region mass (the 'nothing moves' rival of the mass claims)."""
+    return region_of(task, [(float(task.beta0), "old"), (1 - float(task.beta0), "q0_new")])["mass"]
 
 
 def start_gap(start: float, pred: float) -> float:

@@ -16,7 +16,16 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, control_spec, drift_stat, longer_run, region_of, start_gap, task_of
+from ptforget.check.claims.common import (
+    D1,
+    control_spec,
+    drift_stat,
+    longer_run,
+    q0_mass,
+    region_of,
+    settled,
+    task_of,
+)
 from ptforget.check.claims.reverse_kl import drift_controls, drift_floor, drifts, sgd_rkl, slope_row
 from ptforget.check.registry import Claim, Explanation, Row, Section, register
 from ptforget.check.runs import RunSpec
@@ -96,14 +105,14 @@ FLOOR_WHY = "the drift's noise floor: the upper 95% bound of the core excursion 
 
 def condition_row(method_name: str, condition: str, side: str, predicts: str, family: str, scope: str,
                   statistic: str, values: list[float], rule: rules.Rule, note: str = "", explain=None,
-                  kind: str = "theory", res=None) -> Row:
+                  kind: str = "theory", res=None, **gates) -> Row:
     """A row of a method's conditions table; ``res``: its runs, whose new-mode error (start, end) the table shows
     beside the retention (a method can keep its old mass by not learning the new task)."""
     extra = {"method": method_name, "condition": condition, "side": side, "predicts": predicts}
     if res is not None:
         extra["new_error"] = new_mode_of(res)
     return Row(f"{method_name}: {condition} ({side}) -> {predicts}", family, kind, scope, statistic, values, rule,
-               note=note, extra=extra, explain=explain)
+               note=note, extra=extra, explain=explain, **gates)
 
 
 def new_mode_of(res) -> tuple[float, float]:
@@ -137,12 +146,24 @@ def conditions_table(rows: list[Row], families: list[str]) -> str:
     return "\n".join(lines)
 
 
-def mass_rule(task, weight: float, res, key: str = "old_mass"):
-    """resolution rule around the region mass of the predicted mode weights, with a 1% start-gap floor."""
+def mass_rule(task, weight: float, rival: rules.Rival) -> tuple[float, rules.Discrimination]:
+    """(predicted mass, the discrimination) for the region mass of the predicted mode weight against a rival's
+    mass; the negative control's wrong theory stops midway between them."""
     pred = region_of(task, [(weight, "old"), (1 - weight, "new")])["mass"]
-    start = float(np.mean([r.col(key)[0] for r in res.runs]))
-    gap = start_gap(start, pred)
-    return pred, rules.resolution(pred, res.values(key), gap=gap)
+    return pred, rules.discriminate(pred, rival, wrong=0.5 * (pred + rival.predicted))
+
+
+def mass_of(task, weight: float) -> float:
+    return region_of(task, [(weight, "old"), (1 - weight, "new")])["mass"]
+
+
+def new_mode_gate(ctx, res) -> str | None:
+    """The premise of a region-mass prediction that puts the new mode at mu_n*: the method learned it (its final
+    new-mode error, region view, at most ``profile.gates.new_mode_error``)."""
+    limit = float((ctx.profile.get("gates") or {}).get("new_mode_error", 0.25))
+    _, end = new_mode_of(res)
+    return None if end <= limit else (f"the method did not learn the new mode (new-mode error {end:.3g} > {limit:g}"
+                                      "): the prediction puts it at mu_n*")
 
 
 def new_mode_note(res) -> str:
@@ -165,9 +186,15 @@ def drift_rows(ctx, got, what: str, grid: dict) -> list[Row]:
                         flr, "")
         rs = summarize(ref.values)
         out.append(slope_row(g, what, deltas, offset, drifts(ctx, got, specs), flr, ctrl,
-                             note=f"reverse KL to p* on the same grid: slope {rs.mean:.3g}",
-                             stat_name=drift_stat(ctx, specs[0])[1]))
+                             note=f"reverse KL to p* on the same grid: coefficient {rs.mean:.3g}",
+                             stat_name=drift_stat(ctx, specs[0])[1], sources=[got[s] for s in specs]))
     return out
+
+
+def flow_late_of(f) -> float:
+    """The mean old-mean position of an expected-update flow over its last quarter."""
+    keep = f["step"] >= 0.75 * f["step"][-1]
+    return float(np.mean(f["old_mean"][keep]))
 
 
 def drift_runs(ctx) -> list[RunSpec]:
@@ -226,7 +253,14 @@ class SDFTConditions(Claim):
             wa = task.beta_star if side == "meets" else 0.0
             w = float(est.sdft_anchor_weight(steps, task.beta0, lam, alpha, anchor_weight=wa)[-1])
             w3 = float(est.sdft_anchor_weight(ctx.control_steps(steps), task.beta0, lam, alpha, anchor_weight=wa)[-1])
-            pred, rule = mass_rule(task, w, res)
+            other = float(est.sdft_anchor_weight(steps, task.beta0, lam, alpha,
+                                                 anchor_weight=0.0 if side == "meets" else task.beta_star)[-1])
+            rival = (rules.Rival("forgets as with an anchor that drops the old mode", mass_of(task, other),
+                                 "self-distillation toward a new-task teacher forgets whatever the anchor")
+                     if side == "meets" else
+                     rules.Rival("retains as with an anchor holding p*", mass_of(task, other),
+                                 "an on-policy, near-reverse-KL update keeps the old mass whatever the teacher"))
+            pred, rule = mass_rule(task, w, rival)
             curves[f"{g}, anchor {'p*' if side == 'meets' else 'p_new'}"] = res.curves("old_mass")
             cond = "the teacher keeps the old mass: anchor " + ("p*" if side == "meets" else "p_new (it does not)")
             predicts = "retains (-> p*'s mass)" if side == "meets" else "forgets (-> 0)"
@@ -236,13 +270,14 @@ class SDFTConditions(Claim):
                                       note=f"the EMA-anchor recursion (exact tracking) gives weight {w:.4g}",
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
                                                          region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"],
-                                                         target=pred)))
+                                                         target=pred), gate=new_mode_gate(ctx, res),
+                                      **settled(ctx, res, "old_mass", rule)))
             if g == "gmm":
-                gap = start_gap(task.beta0, w)
+                wrule = rules.discriminate(w, rules.Rival(rival.name, other, rival.why), wrong=0.5 * (w + other))
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
-                                          res.values("weight"),
-                                          rules.resolution(w, res.values("weight"), gap=gap),
-                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", w3, target=w)))
+                                          res.values("weight"), wrule,
+                                          explain=longer_run(spec, ctx.control_steps(steps), "weight", w3, target=w),
+                                          **settled(ctx, res, "weight", wrule)))
         for g, spec in self.icl(ctx).items():
             res = got[spec]
             tc = ctx.theory(spec)
@@ -259,16 +294,21 @@ class SDFTConditions(Claim):
                 return float(np.polyfit(r.steps[keep], np.log(w / (1 - w)), 1)[0])
 
             scope = f"Delta={tc.delta:g}, new_offset=0, kappa={kw['kappa']:g}, {kw['demos']} demos, T={steps}"
+            stay = rules.Rival("stays at beta0", 0.0, "a teacher that conditions only the new component leaves the "
+                               "old odds alone")
             rows.append(condition_row("SDFT", "ICL teacher: only the new component is conditioned", "meets",
                                       "old odds ratchet up at the jitter's rate", g, scope,
                                       f"slope of logit(old weight) over steps [{t0}, {steps}]",
-                                      res.values(slope), rules.resolution(rate, res.values(slope), gap=abs(rate)),
-                                      note="'stays at beta0' would predict 0"))
+                                      res.values(slope), rules.discriminate(rate, stay, wrong=-rate),
+                                      note="the negative control's wrong theory ratchets down", kind="consistency",
+                                      converged=True, convergence="a rate over a fixed window", sources=[res]))
             w = est.sdft_icl_weight(steps, float(tc.beta0), **kw)
+            wrule = rules.discriminate(w, rules.Rival("stays at beta0", float(tc.beta0), stay.why),
+                                       wrong=float(tc.beta0) - (w - float(tc.beta0)))
             rows.append(condition_row("SDFT", "ICL teacher: only the new component is conditioned", "meets",
                                       "old weight after T steps (the ratchet)", g, scope, "final old weight",
-                                      res.values("weight"), rules.resolution(w, res.values("weight"),
-                                                                             gap=start_gap(tc.beta0, w))))
+                                      res.values("weight"), wrule, kind="consistency", converged=True,
+                                      convergence="a time-dependent law read at T", sources=[res]))
         yield from rows
         yield from drift_rows(ctx, got, "SDFT (anchor p*), SGD", self.grid(ctx))
         yield from self.restoration(ctx, got)
@@ -302,10 +342,22 @@ class SDFTConditions(Claim):
                 yield Row("SDFT (ICL) keeps its drift: late drift, offset 1 minus offset 0", g, "consistency",
                           "SGD, Delta=4", "paired late signed drift (offset 1 - offset 0, seed k)", paired,
                           rules.resolution(pred, paired), note="prediction: the expected-update flow of SDFT-ICL")
+            tc = ctx.theory(specs[(g, 1)])
+            cfg = ctx.config(specs[(g, 1)]).objective
+            sdft_late = abs(flow_late_of(est.sdft_icl_population_flow(
+                4.0, 1, lr=tc.lr, steps=tc.steps, alpha_ema=float(cfg.alpha_ema), kappa=float(cfg.kappa),
+                demos=int(cfg.demos), demo_pool=cfg.demo_pool, record_every=10)))
+            rk_flow = ctx.theory(specs[(g, "rkl")]).flow("rkl")
+            keep = rk_flow["step"] >= 0.75 * rk_flow["step"][-1]
+            rk_late = float(np.mean(rk_flow["old_mean_error"][keep]))
+            rule = rules.discriminate(sdft_late - rk_late, rules.Rival(
+                "restored as under reverse KL", 0.0, "a teacher tied to the student still restores the old mode"),
+                wrong=-(sdft_late - rk_late))
             yield Row("SDFT (ICL) keeps more drift than reverse KL to p* undoes", g, "theory", "SGD, Delta=4",
-                      "late |drift| SDFT-ICL minus reverse KL", [abs(v) for v in one],
-                      rules.at_least(0.0, "the sign of a difference of means (Welch): no anchor to mu_o* in SDFT"),
-                      versus=[abs(v) for v in rk])
+                      "late |drift| SDFT-ICL minus reverse KL", [abs(v) for v in one], rule,
+                      versus=[abs(v) for v in rk], note="theory: the two-mode model's expected-update flows",
+                      converged=True, convergence="late means over the last quarter",
+                      sources=[got[specs[(g, k)]] for k in (1, 0, "rkl")])
 
     predict = staticmethod(p14_sdft)
 
@@ -344,22 +396,26 @@ class TTTConditions(Claim):
             curves[f"{g}, lambda={tc.lam:g}"] = res.curves("old_mass")
             scope = f"Delta={task.delta:g}, gamma={tc.gamma:g}, K={K}, r_o=0 < r_n=1, T={steps}"
             if side == "violates":
-                thr = float(ctx.profile.forgetting_threshold) * task.beta_star
+                pred, rule = mass_rule(task, 0.0, rules.Rival(
+                    "retains: stays at its start", q0_mass(task), "a per-step tilt capped at ln 2 (the adaptive "
+                    "gamma) could leave the old mass where it was"))
                 rows.append(condition_row("TTT-Discover", "KL anchor lambda = 0", side, "forgets (-> 0)", g, scope,
-                                          "final old-region mass", res.values("old_mass"),
-                                          rules.at_most(thr, f"forgotten: below {ctx.profile.forgetting_threshold:g}"
-                                                        " x beta* (D1)", predicted=0.0), res=res,
-                                          explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=0.0)))
+                                          "final old-region mass", res.values("old_mass"), rule, res=res,
+                                          explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
+                                                             target=pred), **settled(ctx, res, "old_mass", rule)))
                 continue
             w = est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0), K, N)
-            pred, rule = mass_rule(task, w, res)
+            pred, rule = mass_rule(task, w, rules.Rival(
+                "lambda ignored: the old mass goes to 0", mass_of(task, 0.0), "the tilt toward the rewarded mode "
+                "dominates any finite anchor"))
             rows.append(condition_row("TTT-Discover", f"KL anchor lambda = {tc.lam:g} > 0", side,
                                       "retains, at the estimator's fixed point", g, scope, "final old-region mass",
                                       res.values("old_mass"), rule, res=res,
                                       note=f"two-atom fixed point with finite K: weight {w:.4g} (R12's population "
                                       f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})"
                                       + new_mode_note(res),
-                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=pred)))
+                                      explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=pred),
+                                      gate=new_mode_gate(ctx, res), **settled(ctx, res, "old_mass", rule)))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
                                               task.new_offset, K, N)
@@ -445,8 +501,14 @@ class OAPLConditions(Claim):
             w_r13 = oapl_two_atom_weight(float(task.beta0), k, tc.tau, None, tc.reward_old, tc.reward_new)
             at = OAPL_LAG * OAPL_SYNCS
             vals = res.values(lambda r, at=at: float(np.interp(at, r.steps, r.col("old_mass"))))
-            pred = region_of(task, [(w, "old"), (1 - w, "new")])["mass"]
-            gap = start_gap(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
+            if case == "bounded":
+                w4 = oapl_two_atom_weight(float(task.beta0), OAPL_SYNCS, tc.tau, G, tc.reward_old, tc.reward_new)
+                rival = rules.Rival(f"{OAPL_SYNCS} shifts as with a lagged reference", mass_of(task, w4),
+                                    "the reference's staleness does not matter")
+            else:
+                rival = rules.Rival("no shift: stays at beta0", mass_of(task, float(task.beta0)),
+                                    "a KL-regularised update relative to the model's own past leaves its mass")
+            pred, rule = mass_rule(task, w, rival)
             curves[f"{g}, {case}"] = res.curves("old_mass")
             cond, side, predicts = {
                 "forgets": ("r_o >= r_n or a bounded K (r_n - r_o)/tau: r_o=0 < r_n=1, lag L", "violates",
@@ -457,10 +519,12 @@ class OAPLConditions(Claim):
             lag = ctx.value(spec, "objective.lag")
             scope = f"Delta={task.delta:g}, tau={tc.tau:g}, G={G}, L={'inf' if lag is None else lag}, T={at}"
             rows.append(condition_row("OAPL", cond, side, predicts, g, scope, "final old-region mass", vals,
-                                      rules.resolution(pred, vals, gap=gap), res=res,
+                                      rule, res=res,
                                       note=f"two-atom weight with the group's own baseline: {w:.4g} (R13's "
                                       f"-(r_n - r_o)/tau per sync: {w_r13:.4g})" + new_mode_note(res),
-                                      explain=longer_lag(spec, 2 * OAPL_LAG, k, pred)))
+                                      explain=longer_lag(spec, 2 * OAPL_LAG, k, pred), gate=new_mode_gate(ctx, res),
+                                      converged=True, convergence="read at the last sync's end (a staircase)",
+                                      sources=[res]))
             if g == "gmm" and case == "forgets":
                 ws = est.oapl_weights(float(task.beta0), OAPL_SYNCS, tc.tau, task.delta, task.new_offset, G)
                 for j in (1, OAPL_SYNCS):

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ptforget.check import rules
-from ptforget.check.claims.common import D1, region_of, start_gap, started_at_prediction, task_of
+from ptforget.check.claims.common import D1, q0_mass, region_of, settled, started_at_prediction, task_of
 from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import RunSpec
 from ptforget.theory import Prediction, TheoryConfig, replay_importance_stats, starvation_probability
@@ -66,13 +66,19 @@ class ReverseReplay(Claim):
             res = got[spec]
             task = task_of(ctx, spec)
             pred = region_of(task, [(task.beta_star, "old"), (1 - task.beta_star, "new")])["mass"]
-            gap = start_gap(float(np.mean([r.col("old_mass")[0] for r in res.runs])), pred)
             curves[f"{g}, lambda={lam:g}"] = res.curves("old_mass")
+            half = 0.5 * (float(task.beta0) + task.beta_star)
+            rule = rules.discriminate(pred, [
+                rules.Rival("replay moves the optimum to the lambda mixture, as in forward KL",
+                            region_of(task, [(lam, "old"), (1 - lam, "new")])["mass"],
+                            "replayed old samples as extra training data"),
+                rules.Rival("stays at its start", q0_mass(task), "the model's own samples hold it in place")],
+                wrong=region_of(task, [(half, "old"), (1 - half, "new")])["mass"])
             yield Row("Reverse KL + replay reaches p*'s old mass from below", g, "theory",
                       f"lambda={lam:g}, Delta={task.delta:g}, beta0={task.beta0:g}", "final old-region mass",
-                      res.values("old_mass"), rules.resolution(pred, res.values("old_mass"), gap=gap),
+                      res.values("old_mass"), rule, note="the negative control's wrong theory stops halfway",
                       explain=started_at_prediction(spec, (f"task.beta0={task.beta_star}", "task.new_offset=0"),
-                                                    "old_mass", pred))
+                                                    "old_mass", pred), **settled(ctx, res, "old_mass", rule))
             bound = 1 / (1 - lam)
             yield Row("IS weights bounded by 1/(1-lambda)", g, "identity", f"lambda={lam:g}",
                       "largest importance weight seen",
