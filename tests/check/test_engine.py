@@ -7,7 +7,7 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from ptforget.check import Row, RunSpec, claim, near, run_check
+from ptforget.check import Rival, Row, RunSpec, claim, discriminate, near, run_check
 from ptforget.check.context import Context
 from ptforget.check.plan import make_plan
 from ptforget.errors import ConfigError
@@ -21,7 +21,7 @@ def _register_toy():
     def toy(ctx, got):
         beta = float(ctx.value(TOY, "task.beta_star"))
         yield Row("toy row", "gmm", "theory", "dim 1", "final old weight", got[TOY].values("weight"),
-                  near(beta, 0.1, "a test band"))
+                  discriminate(beta, Rival("forgets", 0.0, "a test rival"), margin=0.1, margin_why="a test band"))
 
     return toy
 
@@ -31,7 +31,9 @@ def test_a_claim_declared_in_a_test_module_is_reported(tmp_path, registry_guard)
     payload = run_check(check_config("claims=[TOY1]", "executor=inline"), tmp_path, train_compose)
     rows = [v for v in payload["verdicts"] if v["claim"] == "TOY1"]
     assert len(rows) == 1 and rows[0]["n"] == 3 and rows[0]["kind"] == "theory" and rows[0]["family"] == "gmm"
-    assert rows[0]["rule"] == "within 0.1 of 0.5 (a test band)"
+    assert rows[0]["rule"] == "theory 0.5 ± 0.1 against rival 'forgets': 0 (margin: a test band)"
+    assert rows[0]["rival"] == {"name": "forgets", "predicted": 0.0, "why": "a test rival"}
+    assert rows[0]["margin"] == 0.1 and rows[0]["verdict"] == "supports theory"
     assert json.loads((tmp_path / "verdicts.json").read_text())["verdicts"][0]["claim"] == "TOY1"
     report = (tmp_path / "report.md").read_text()
     assert "## TOY1: A toy claim: reverse KL keeps beta*" in report and "toy row" in report
@@ -45,7 +47,7 @@ def test_theory_rows_with_fewer_than_three_seeds_are_not_evidence(tmp_path, regi
     payload = run_check(check_config("claims=[TOY1]", "executor=inline", "profile.families.gmm.seeds=2"), tmp_path,
                         train_compose)
     (row,) = payload["verdicts"]
-    assert row["n"] == 2 and row["verdict"] == "inconclusive" and "not evidence" in row["note"]
+    assert row["n"] == 2 and row["verdict"] == "undecided" and "not evidence" in row["detail"]
 
 
 def test_plan_deduplicates_runs_by_config_hash(tmp_path):
