@@ -207,7 +207,8 @@ class _Controls(registry.Claim):
         return self.specs
 
 
-def explain(ctx: Context, pending: Pending, executor: Executor, reuse: bool, quiet: bool) -> tuple[Progress, list]:
+def explain(ctx: Context, pending: Pending, executor: Executor, reuse: bool, quiet: bool
+            ) -> tuple[Progress, list, Plan]:
     """Train the control runs of the pending rows, then write what each measured into its row's control text."""
     specs = list(dict.fromkeys(s for _, e in pending for s in e.runs))
     holder = _Controls(specs)
@@ -222,7 +223,42 @@ def explain(ctx: Context, pending: Pending, executor: Executor, reuse: bool, qui
             errors.append(f"control of {v.claim} ({v.family}): {type(err).__name__}: {err}")
             text = f"control failed ({type(err).__name__}: {err})"
         v.control = f"{v.control} {text}".strip()
-    return prog, errors
+    return prog, errors, plan
+
+
+def continue_unconverged(ctx: Context, plan: Plan, cplan: Plan, claims: list[registry.Claim], pending: Pending,
+                         verdicts: list[Verdict], settings: Settings) -> None:
+    """Judge again, on their continuations, the rows that had not converged: the claim's rows are recomputed with
+    each continued run in place of its shorter self (a constant learning rate: the longer run is the same run,
+    continued), and a row still moving stays *not converged*, now at the longer length."""
+    for c in claims:
+        swap = {s: t for v, e in pending if v.claim == c.id and v.verdict == "not converged"
+                for s, t in e.continues.items()}
+        if not swap:
+            continue
+        try:
+            got = results(plan, plan.claims[c.id], ctx)
+            longer = results(cplan, list(swap.values()), ctx)
+            got = {s: (longer[swap[s]] if s in swap else r) for s, r in got.items()}
+            rows = [r for r in c.rows(ctx, got) if isinstance(r, registry.Row) and r.kind == "theory"]
+        except Exception as err:  # the continuation could not be judged: the first verdict stands
+            log.warning("claim %s: continuation not judged: %s", c.id, err)
+            continue
+        for i, v in enumerate(verdicts):
+            if v.claim != c.id or v.verdict != "not converged":
+                continue
+            match = [r for r in rows if (r.title, r.family, r.statistic) == (v.title, v.family, v.statistic)]
+            if not match:
+                continue
+            r = match[0]
+            rows.remove(r)
+            r.claim = c.id
+            start_gate_row(ctx, r, got)
+            nv = judge_row(r, v.section, settings)
+            nv.control, nv.figure = v.control, v.figure
+            nv.note = (f"{nv.note} " if nv.note else "") + ("Judged on its continuation (the first run had not "
+                                                            f"converged: {v.convergence}).")
+            verdicts[i] = nv
 
 
 def merge_previous(out: Path, verdicts: list[Verdict], judged: list[str]) -> tuple[list[Verdict], str]:
@@ -259,11 +295,13 @@ def run_check(cfg: DictConfig, out_dir: str | Path,
         executor.out = out
     quiet = bool(cfg.get("quiet", False))
     prog = execute(plan, executor, bool(cfg.reuse), quiet=quiet)
-    verdicts, sections, errors, pending = judge(ctx, plan, claims, settings_of(cfg))
+    settings = settings_of(cfg)
+    verdicts, sections, errors, pending = judge(ctx, plan, claims, settings)
     failed = list(prog.failed)
     trained, reused = prog.seeds_trained, prog.reused
     if pending:
-        cprog, cerr = explain(ctx, pending, executor, bool(cfg.reuse), quiet)
+        cprog, cerr, cplan = explain(ctx, pending, executor, bool(cfg.reuse), quiet)
+        continue_unconverged(ctx, plan, cplan, claims, pending, verdicts, settings)
         errors += cerr
         failed += cprog.failed
         trained, reused = trained + cprog.seeds_trained, reused + cprog.reused

@@ -41,6 +41,9 @@ class Explanation:
 
     runs: Sequence[RunSpec]
     describe: Callable[[dict[RunSpec, Result]], str]
+    #: a longer run that continues a run of the row (same constant learning rate, more steps): when the row had not
+    #: converged, the claim is judged again on the continuations (run spec -> its continuation)
+    continues: dict[RunSpec, RunSpec] = field(default_factory=dict)
 
 
 @dataclass

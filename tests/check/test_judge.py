@@ -166,3 +166,24 @@ def test_a_check_under_the_negative_control_supports_no_wrong_theory(tmp_path):
     honest = run_check(check_config("claims=[P1,P5,P6]", "executor=inline", "generators=[gmm]",
                                     "profile.families.gmm.steps=400"), tmp_path / "honest", train_compose)
     assert any(v["verdict"] == "supports theory" for v in honest["verdicts"] if v["kind"] == "theory")
+
+
+def test_a_row_that_had_not_converged_is_judged_on_its_continuation(tmp_path, registry_guard):
+    from ptforget.check import claim, run_check
+    from ptforget.check.claims.common import longer_run
+
+    spec = RunSpec("toy_rkl_short", "gmm", ("objective=rkl", "task.dim=1", "trainer.max_steps=60"))
+
+    @claim("TOY3", "A claim whose first run is too short", runs=[spec])
+    def toy3(ctx, got):
+        res = got[spec]
+        steps = int(res.runs[0].steps[-1])
+        yield Row("toy row", "gmm", "theory", "dim 1", "final old weight", res.values("weight"),
+                  discriminate(0.5, Rival("forgets", 0.0, "a test rival"), margin=0.2, margin_why="a test band"),
+                  converged=steps >= 120, convergence=f"{steps} steps",
+                  explain=longer_run(spec, 120, "weight", target=0.5))
+
+    payload = run_check(check_config("claims=[TOY3]", "executor=inline"), tmp_path, train_compose)
+    (row,) = [v for v in payload["verdicts"] if v["claim"] == "TOY3"]
+    assert row["verdict"] == "supports theory" and row["converged"] is True
+    assert "Judged on its continuation" in row["note"] and "60 steps" in row["note"]

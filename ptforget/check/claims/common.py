@@ -223,4 +223,4 @@ def longer_run(spec: RunSpec, steps: int, key: str, predicted_at: float | None =
             tail = f"its error against the prediction stayed at {after:.3g}: it settles where it is"
         return f"{text}; {tail}."
 
-    return Explanation([ctrl, spec] if target is not None else [ctrl], describe)
+    return Explanation([ctrl, spec] if target is not None else [ctrl], describe, continues={spec: ctrl})
