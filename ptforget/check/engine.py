@@ -60,6 +60,10 @@ def validate_check_config(cfg: DictConfig) -> None:
           OmegaConf.to_container(claims) if OmegaConf.is_list(claims) else claims,
           "'all' or a non-empty list of claim ids: " + ", ".join(claim_ids()))
     selected_claims(cfg)
+    pilot = cfg.get("pilot", "default")
+    if pilot not in ("default", None):
+        check(isinstance(pilot, str) and Path(pilot).is_file() and bool(load_pilot(pilot)), "pilot", pilot,
+              "default, null, or a pilot file with rows (scripts/make_pilot.py writes one)")
     gens = OmegaConf.to_container(cfg.generators) if OmegaConf.is_list(cfg.get("generators")) else cfg.get("generators")
     options = [g for g in generator_options() if g in FAMILIES and g in profile["families"]]
     check(isinstance(gens, list) and len(gens) > 0, "generators", gens,
