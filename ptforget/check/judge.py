@@ -25,7 +25,7 @@ from ptforget.check.rules import (
     fmt,
 )
 from ptforget.io import read_json
-from ptforget.stats import Summary, difference, rank_test, summarize
+from ptforget.stats import Summary, difference, rank_test, summarize, wilson_interval
 
 #: the verdicts each kind of row can get
 KIND_VERDICTS = {"theory": THEORY_VERDICTS, "consistency": VERDICTS, "identity": VERDICTS,
@@ -126,12 +126,24 @@ def _summary(values: list[float], versus: list[float] | None, level: float) -> S
 def judge_row(row: Row, section: str, settings: Settings | None = None) -> Verdict:
     """The row's verdict (see the module docstring)."""
     settings = settings or Settings()
+    collapse = None
+    if row.collapsed is not None and row.versus is None and any(row.collapsed):
+        k, n = sum(bool(c) for c in row.collapsed), len(row.collapsed)
+        lo, hi = wilson_interval(k, n)
+        collapse = {"collapsed": k, "seeds": n, "rate": k / n, "lo": lo, "hi": hi,
+                    "values": [v for v, c in zip(row.values, row.collapsed, strict=True) if c]}
+        row.values = [v for v, c in zip(row.values, row.collapsed, strict=True) if not c]
+        row.note = (f"{row.note} " if row.note else "") + (
+            f"{k} of {n} seeds collapsed (rate {k / n:.2f}, 95% Wilson interval [{lo:.2f}, {hi:.2f}]); the "
+            "statistic is judged on the others.")
     s = _summary(row.values, row.versus, 0.95)
     rule = row.rule
     v = Verdict(row.claim, section, row.title, row.family, row.kind, row.scope, row.statistic, s.n, s.mean, s.lo,
                 s.hi, list(row.values), rule.predicted, rule.text(), [rule.lo, rule.hi], "", row.note, row.control,
                 row.figure, list(row.versus) if row.versus is not None else None, dict(row.extra),
                 converged=row.converged, convergence=row.convergence, gate=row.gate)
+    if collapse is not None:
+        v.extra = {**(v.extra or {}), "collapse": collapse}
     if row.kind == "theory":
         _judge_theory(v, row, s, settings)
     elif row.kind == "replication":

@@ -77,6 +77,10 @@ class Row:
     gate: str | None = None
     converged: bool | None = None
     convergence: str = ""
+    #: per seed: did this seed collapse (a discrete failure, e.g. the old mode lost where the theory predicts a
+    #: retaining fixed point)? Collapsed seeds are reported as a rate with a binomial interval and the statistic is
+    #: judged on the others (a bimodal outcome is not resolved by more seeds of a mean)
+    collapsed: Sequence[bool] | None = None
     #: the results the row was computed from (default: all of the claim's results of the row's family), whose starts
     #: the engine's start gate reads
     sources: Sequence[Any] = ()

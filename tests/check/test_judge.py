@@ -187,3 +187,12 @@ def test_a_row_that_had_not_converged_is_judged_on_its_continuation(tmp_path, re
     (row,) = [v for v in payload["verdicts"] if v["claim"] == "TOY3"]
     assert row["verdict"] == "supports theory" and row["converged"] is True
     assert "Judged on its continuation" in row["note"] and "60 steps" in row["note"]
+
+
+def test_a_collapsed_seed_is_a_rate_not_part_of_the_mean():
+    values = [0.98, 1.0, 1.02, 0.99, 0.02]  # one seed lost its old mode
+    assert judge_row(_row(values), "").verdict == "undecided"  # averaged in, the collapse hides the answer
+    v = judge_row(_row(values, collapsed=[x < 0.1 for x in values]), "")
+    assert v.verdict == "supports theory" and v.n == 4
+    c = v.extra["collapse"]
+    assert (c["collapsed"], c["seeds"]) == (1, 5) and 0 < c["lo"] < 0.2 < 0.6 < c["hi"] and "1 of 5" in v.note

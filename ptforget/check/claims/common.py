@@ -101,6 +101,14 @@ def sup_settled(ctx: Context, results: Sequence[Result], key: str, rule: rules.D
             "sources": list(results)}
 
 
+def collapses(ctx: Context, values: Sequence[float], retained: float) -> list[bool]:
+    """Per seed: the old mode was lost (final old mass below ``profile.forgetting_threshold`` x the mass the theory
+    says is retained: paper D1's threshold) although the prediction retains it: a discrete outcome, reported as a
+    rate, not averaged into the retained mass."""
+    thr = float(ctx.profile.forgetting_threshold) * retained
+    return [float(v) < thr for v in values]
+
+
 def q0_mass(task: TwoModeTask) -> float:
     """q0's old-region mass (the 'nothing moves' rival of the mass claims)."""
     return region_of(task, [(float(task.beta0), "old"), (1 - float(task.beta0), "q0_new")])["mass"]

@@ -18,6 +18,7 @@ import numpy as np
 from ptforget.check import rules
 from ptforget.check.claims.common import (
     D1,
+    collapses,
     control_spec,
     drift_stat,
     longer_run,
@@ -286,7 +287,8 @@ class SDFTConditions(Claim):
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass",
                                                          region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"],
                                                          target=pred), gate=new_mode_gate(ctx, res),
-                                      **settled(ctx, res, "old_mass", rule)))
+                                      collapsed=collapses(ctx, res.values("old_mass"), pred) if side == "meets"
+                                      else None, **settled(ctx, res, "old_mass", rule)))
             if g == "gmm":
                 wrule = rules.discriminate(w, rules.Rival(rival.name, other, rival.why), wrong=0.5 * (w + other))
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
@@ -430,7 +432,9 @@ class TTTConditions(Claim):
                                       f"value {est.ttt_two_atom_fixed_point(tc.gamma, tc.lam, float(task.beta0)):.4g})"
                                       + new_mode_note(res),
                                       explain=longer_run(spec, ctx.control_steps(steps), "old_mass", target=pred),
-                                      gate=new_mode_gate(ctx, res), **settled(ctx, res, "old_mass", rule)))
+                                      gate=new_mode_gate(ctx, res), collapsed=collapses(ctx, res.values("old_mass"),
+                                                                                        pred),
+                                      **settled(ctx, res, "old_mass", rule)))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
                                               task.new_offset, K, N)
@@ -538,6 +542,7 @@ class OAPLConditions(Claim):
                                       note=f"two-atom weight with the group's own baseline: {w:.4g} (R13's "
                                       f"-(r_n - r_o)/tau per sync: {w_r13:.4g})" + new_mode_note(res),
                                       explain=longer_lag(spec, 2 * OAPL_LAG, k, pred), gate=new_mode_gate(ctx, res),
+                                      collapsed=collapses(ctx, vals, pred) if side == "meets" else None,
                                       converged=True, convergence="read at the last sync's end (a staircase)",
                                       sources=[res]))
             if g == "gmm" and case == "forgets":

@@ -22,6 +22,7 @@ import torch
 from ptforget.check import rules
 from ptforget.check.claims.common import (
     D1,
+    collapses,
     drift_stat,
     exact_spec,
     gmm_at,
@@ -319,7 +320,8 @@ class Retention(Claim):
                       note=f"KL(q||p*) final {np.mean(res.values('kl_q_pstar')):.3g}; the negative control's wrong "
                       "theory stops halfway, at (beta0 + beta*)/2",
                       explain=started_at_prediction(spec, (f"task.beta0={task.beta_star}", "task.new_offset=0"),
-                                                    "old_mass", pred), **settled(ctx, res, "old_mass", rule))
+                                                    "old_mass", pred),
+                      collapsed=collapses(ctx, res.values("old_mass"), pred), **settled(ctx, res, "old_mass", rule))
         yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p6_rkl_old_mass.png"), key="old_mass",
                                                    title="P6: reverse KL to p*, Delta=6, from beta0=0.2")])
 
