@@ -317,14 +317,16 @@ class SDFTConditions(Claim):
                                       "old odds ratchet up at the jitter's rate", g, scope,
                                       f"slope of logit(old weight) over steps [{t0}, {steps}]",
                                       res.values(slope), rules.discriminate(rate, stay, wrong=-rate),
-                                      note="the negative control's wrong theory ratchets down", kind="consistency",
+                                      note="the negative control's wrong theory ratchets down",
+                                      kind="consistency" if g == "gmm" else "theory",
                                       converged=True, convergence="a rate over a fixed window", sources=[res]))
             w = est.sdft_icl_weight(steps, float(tc.beta0), **kw)
             wrule = rules.discriminate(w, rules.Rival("stays at beta0", float(tc.beta0), stay.why),
                                        wrong=float(tc.beta0) - (w - float(tc.beta0)))
             rows.append(condition_row("SDFT", "ICL teacher: only the new component is conditioned", "meets",
                                       "old weight after T steps (the ratchet)", g, scope, "final old weight",
-                                      res.values("weight"), wrule, kind="consistency", converged=True,
+                                      res.values("weight"), wrule, kind="consistency" if g == "gmm" else "theory",
+                                      converged=True,
                                       convergence="a time-dependent law read at T", sources=[res]))
         yield from rows
         yield from drift_rows(ctx, got, "SDFT (anchor p*), SGD", self.grid(ctx))
