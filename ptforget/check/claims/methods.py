@@ -437,6 +437,17 @@ class TTTConditions(Claim):
                                       gate=new_mode_gate(ctx, res), collapsed=collapses(ctx, res.values("old_mass"),
                                                                                         pred),
                                       **settled(ctx, res, "old_mass", rule)))
+            if g == "mdn":  # retention alone: the learned old weight, wherever the new mode went
+                wr = rules.discriminate(w, rules.Rival("lambda ignored: the old weight goes to 0", 0.0,
+                                                       "the tilt toward the rewarded mode dominates any finite anchor"),
+                                        wrong=0.5 * w)
+                rows.append(condition_row("TTT-Discover", f"KL anchor lambda = {tc.lam:g} > 0", side,
+                                          "retains, at the estimator's fixed point", g, scope,
+                                          "final old weight (retention alone)", res.values("weight"), wr,
+                                          note=f"two-atom fixed point with finite K: weight {w:.4g}; the weight does "
+                                          "not depend on where the new mode went" + new_mode_note(res),
+                                          collapsed=collapses(ctx, res.values("weight"), w),
+                                          **settled(ctx, res, "weight", wr)))
             if g == "gmm":
                 sp = est.ttt_stationary_point(tc.gamma, tc.lam, task.delta, task.beta_star, float(task.beta0),
                                               task.new_offset, K, N)
@@ -547,6 +558,18 @@ class OAPLConditions(Claim):
                                       collapsed=collapses(ctx, vals, pred) if side == "meets" else None,
                                       converged=True, convergence="read at the last sync's end (a staircase)",
                                       sources=[res]))
+            if g == "mdn":  # retention alone: the learned old weight at the last sync, wherever the new mode went
+                w4 = oapl_two_atom_weight(float(task.beta0), OAPL_SYNCS, tc.tau, G, tc.reward_old, tc.reward_new)
+                rv = (rules.Rival(f"{OAPL_SYNCS} shifts as with a lagged reference", w4, rival.why) if case == "bounded"
+                      else rules.Rival("no shift: stays at beta0", float(task.beta0), rival.why))
+                wr = rules.discriminate(w, rv, wrong=0.5 * (w + rv.predicted))
+                wv = res.values(lambda r, at=at: float(np.interp(at, r.steps, r.col("weight"))))
+                rows.append(condition_row("OAPL", cond, side, predicts, g, scope, "old weight at the last sync "
+                                          "(retention alone)", wv, wr, note=f"two-atom weight {w:.4g}; the weight "
+                                          "does not depend on where the new mode went" + new_mode_note(res),
+                                          collapsed=collapses(ctx, wv, w) if side == "meets" else None,
+                                          converged=True, convergence="read at the last sync's end (a staircase)",
+                                          sources=[res]))
             if g == "gmm" and case == "forgets":
                 ws = est.oapl_weights(float(task.beta0), OAPL_SYNCS, tc.tau, task.delta, task.new_offset, G)
                 for j in (1, OAPL_SYNCS):
