@@ -60,6 +60,9 @@ def validate_check_config(cfg: DictConfig) -> None:
           OmegaConf.to_container(claims) if OmegaConf.is_list(claims) else claims,
           "'all' or a non-empty list of claim ids: " + ", ".join(claim_ids()))
     selected_claims(cfg)
+    off = cfg.get("seed_offset", 0)
+    check(isinstance(off, int) and not isinstance(off, bool) and 0 <= off <= 10**9, "seed_offset", off,
+          "an integer in [0, 1e9]")
     pilot = cfg.get("pilot", "default")
     if pilot not in ("default", None):
         check(isinstance(pilot, str) and Path(pilot).is_file() and bool(load_pilot(pilot)), "pilot", pilot,

@@ -90,8 +90,8 @@ class Settings:
     negative_control: bool = False
 
 
-def pilot_key(claim: str, family: str, title: str, scope: str) -> str:
-    return f"{claim} | {family} | {title} | {scope}"
+def pilot_key(claim: str, family: str, title: str, scope: str, statistic: str) -> str:
+    return f"{claim} | {family} | {title} | {scope} | {statistic}"
 
 
 def load_pilot(path: str | Path | None) -> dict[str, dict[str, float]]:
@@ -115,7 +115,7 @@ def pilot_of(payload: dict[str, Any]) -> dict[str, Any]:
         s = _summary(v.values, v.versus, 0.95)
         if s.n >= 2 and s.std is not None and math.isfinite(s.std):
             se = s.std if v.versus is not None else s.std / math.sqrt(s.n)
-            rows[pilot_key(v.claim, v.family, v.title, v.scope)] = {"se": se, "n": s.n}
+            rows[pilot_key(v.claim, v.family, v.title, v.scope, v.statistic)] = {"se": se, "n": s.n}
     return {"source": payload.get("source", ""), "rows": rows}
 
 
@@ -165,7 +165,7 @@ def _judge_theory(v: Verdict, row: Row, s: Summary, settings: Settings) -> None:
         v.predicted, v.rule, v.bounds = rule.predicted, rule.text(), [rule.lo, rule.hi]
     v.rival, v.rivals = rule.rival.to_json(), [r.to_json() for r in rule.rivals]
     v.margin, v.margin_why = rule.margin, rule.margin_why
-    pil = settings.pilot.get(pilot_key(row.claim, row.family, row.title, row.scope))
+    pil = settings.pilot.get(pilot_key(row.claim, row.family, row.title, row.scope, row.statistic))
     if pil and s.n >= 2:
         se = float(pil["se"]) * math.sqrt(float(pil["n"]) / s.n)
         v.power = rule.power(se, s.n)

@@ -71,6 +71,7 @@ def make_plan(ctx: Context, claims: list[Claim]) -> Plan:
     layout: dict[RunSpec, tuple[Path, list[int], list[str]]] = {}
     per_claim: dict[str, list[RunSpec]] = {}
     batch = bool(ctx.cfg.get("batch_seeds", True))
+    off = int(ctx.cfg.get("seed_offset", 0))
     for c in claims:
         specs = list(c.runs(ctx))
         per_claim[c.id] = specs
@@ -78,9 +79,9 @@ def make_plan(ctx: Context, claims: list[Claim]) -> Plan:
             if spec in layout:
                 continue
             n = ctx.seeds_of(spec)
-            group_cfg = ctx.config(spec, 0, n)
+            group_cfg = ctx.config(spec, off, n)
             group = ctx.out / "runs" / f"{spec.family}-{config_hash(group_cfg)}"
-            seeds = list(range(n))
+            seeds = list(range(off, off + n))
             steps = int(group_cfg.trainer.max_steps)
             unit = STEP_COST.get(spec.family, 1.0) * steps
             if n > 1 and batch and batchable(group_cfg):

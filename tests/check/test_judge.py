@@ -73,11 +73,11 @@ def test_error_rates_and_power_on_synthetic_seeds():
 def test_an_underpowered_row_is_deferred_by_its_pilot():
     from ptforget.check.judge import pilot_key
 
-    pilot = {pilot_key("", "gmm", "r", "s"): {"se": 0.5, "n": 3}}
+    pilot = {pilot_key("", "gmm", "r", "s", "x"): {"se": 0.5, "n": 3}}
     v = judge_row(_row([0.98, 1.0, 1.02]), "", Settings(pilot=pilot, defer=True))
     assert v.verdict == "undecided" and v.deferred and v.power < 0.8 and "deferred" in v.detail
-    v = judge_row(_row([0.98, 1.0, 1.02]), "", Settings(pilot={pilot_key("", "gmm", "r", "s"): {"se": 0.01, "n": 3}},
-                                                         defer=True))
+    small = {pilot_key("", "gmm", "r", "s", "x"): {"se": 0.01, "n": 3}}
+    v = judge_row(_row([0.98, 1.0, 1.02]), "", Settings(pilot=small, defer=True))
     assert v.verdict == "supports theory" and v.power > 0.8
 
 
@@ -196,3 +196,16 @@ def test_a_collapsed_seed_is_a_rate_not_part_of_the_mean():
     assert v.verdict == "supports theory" and v.n == 4
     c = v.extra["collapse"]
     assert (c["collapsed"], c["seeds"]) == (1, 5) and 0 < c["lo"] < 0.2 < 0.6 < c["hi"] and "1 of 5" in v.note
+
+
+def test_a_pilot_on_other_seeds_trains_other_runs(tmp_path):
+    """``seed_offset`` moves every run to other seeds (the pilot behind the rows' power is independent of them)."""
+    from ptforget.check import registry
+    from ptforget.check.context import Context
+    from ptforget.check.plan import make_plan
+
+    plans = {off: make_plan(Context(check_config("generators=[gmm]", f"seed_offset={off}"), tmp_path, train_compose),
+                            registry.ordered(["P6"])) for off in (0, 1000)}
+    (spec,) = plans[0].claims["P6"]
+    assert plans[0].layout[spec][1] == [0, 1, 2] and plans[1000].layout[spec][1] == [1000, 1001, 1002]
+    assert {j.key for j in plans[0].jobs}.isdisjoint({j.key for j in plans[1000].jobs})
