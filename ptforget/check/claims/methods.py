@@ -131,7 +131,7 @@ def new_mode_of(res) -> tuple[float, float]:
 
 def conditions_table(rows: list[Row], families: list[str]) -> str:
     """Markdown: method | condition | side | predicted | measured per family (mean [CI] vs prediction, verdict)."""
-    from ptforget.check.render import judge_row
+    from ptforget.check.judge import judge_row
 
     lines = ["| method | condition | side | theory predicts | " + " | ".join(families) + " |",
              "|" + "---|" * (4 + len(families))]
