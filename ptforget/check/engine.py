@@ -23,7 +23,7 @@ from ptforget.check.gates import start_gate
 from ptforget.check.judge import PILOT_FILE, Settings, Verdict, counts, judge_row, load_pilot, verdict_from_json
 from ptforget.check.plan import Job, Plan, make_plan, pretrain_jobs
 from ptforget.check.render import load_payload, render_report, transfer_matrix
-from ptforget.check.runs import Result, load_runs
+from ptforget.check.runs import Result, RunSpec, load_runs
 from ptforget.errors import ConfigError, check
 from ptforget.io import atomic_write_text, write_json
 
@@ -185,10 +185,38 @@ def judge(ctx: Context, plan: Plan, claims: list[registry.Claim], settings: Sett
                 start_gate_row(ctx, r, got)
             v = judge_row(r, c.title, settings)
             verdicts.append(v)
+            explain = r.explain
+            if v.verdict == "not converged" and not (explain and explain.continues):
+                explain = continuation(ctx, r, explain)
             if v.kind == "theory" and v.verdict in ("supports rival", "undecided", "not converged") \
-                    and not v.deferred and r.explain is not None:
-                pending.append((v, r.explain))
+                    and not v.deferred and explain is not None:
+                pending.append((v, explain))
     return verdicts, sections, errors, pending
+
+
+def continuation(ctx: Context, row: registry.Row, explain: registry.Explanation | None
+                 ) -> registry.Explanation | None:
+    """A row that had not converged and declares no continuation gets one: each of its source runs continued to
+    ``profile.control_factor`` x its steps (constant learning rates: the longer run is the same run, continued)."""
+    swap = {}
+    for res in row.sources:
+        steps = int(OmegaConf.select(res.config, "trainer.max_steps")) if res.config is not None else 0
+        if steps:
+            longer = ctx.control_steps(steps)
+            swap[res.spec] = RunSpec(f"{res.spec.label}_T{longer}", res.spec.family,
+                                              (*res.spec.overrides, f"trainer.max_steps={longer}"), res.spec.seeds)
+    if not swap:
+        return explain
+    base = explain or registry.Explanation([], lambda got: "")
+
+    factor = float(ctx.profile.get("control_factor", 3))
+
+    def describe(got: dict[Any, Result]) -> str:
+        first = base.describe(got) if base.runs else ""
+        return (f"{first} " if first else "") + (f"Continued to {factor:g} x its steps (the row is judged again on "
+                                                 "the continuation).")
+
+    return registry.Explanation([*base.runs, *swap.values()], describe, continues=swap)
 
 
 def start_gate_row(ctx: Context, row: registry.Row, got: dict[Any, Result]) -> None:
