@@ -201,6 +201,11 @@ def drift_rows(ctx, got, what: str, grid: dict) -> list[Row]:
     return out
 
 
+#: SDFT's EMA-anchor recursion is a law of time: its value at the run's T is the prediction, no plateau is assumed
+LAW_OF_TIME = {"converged": True, "convergence": "the EMA-anchor recursion's value at the run's T (a law of time: no "
+                                                 "plateau is assumed)"}
+
+
 def flow_late_of(f) -> float:
     """The mean old-mean position of an expected-update flow over its last quarter."""
     keep = f["step"] >= 0.75 * f["step"][-1]
@@ -288,13 +293,13 @@ class SDFTConditions(Claim):
                                                          region_of(task, [(w3, "old"), (1 - w3, "new")])["mass"],
                                                          target=pred), gate=new_mode_gate(ctx, res),
                                       collapsed=collapses(ctx, res.values("old_mass"), pred) if side == "meets"
-                                      else None, **settled(ctx, res, "old_mass", rule)))
+                                      else None, **LAW_OF_TIME, sources=[res]))
             if g == "gmm":
                 wrule = rules.discriminate(w, rules.Rival(rival.name, other, rival.why), wrong=0.5 * (w + other))
                 rows.append(condition_row("SDFT", cond, side, predicts, g, scope, "final old weight",
                                           res.values("weight"), wrule,
                                           explain=longer_run(spec, ctx.control_steps(steps), "weight", w3, target=w),
-                                          **settled(ctx, res, "weight", wrule)))
+                                          **LAW_OF_TIME, sources=[res]))
         for g, spec in self.icl(ctx).items():
             res = got[spec]
             tc = ctx.theory(spec)
