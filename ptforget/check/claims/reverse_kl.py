@@ -224,12 +224,14 @@ def quad_coef(x: np.ndarray, y: np.ndarray) -> float:
 MIN_DELTAS = 4
 
 
-def bc_curvature_rule(dmin: np.ndarray, dim: int = 1) -> rules.Discrimination:
+def bc_curvature_rule(dmin: np.ndarray, dim: int = 1, exact: np.ndarray | None = None) -> rules.Discrimination:
     """The BC law read off its shape: ln drift is quadratic in Delta_min with coefficient -1/8 (R7's polynomial
     factor adds a little, computed on these Deltas), against the rivals' shapes on the same Deltas: an exponential
     exp(-c Delta) is linear on the log scale (coefficient 0, whatever c), a power law Delta^-2 is logarithmic
-    (a positive coefficient)."""
-    theory = quad_coef(dmin, np.log(r7_shape(dmin, dim)))
+    (a positive coefficient). ``exact``: the theory's exact sup drifts on these Deltas (the two-mode model's
+    population flow for the run's own step and length), whose coefficient is then the theory's value; without it,
+    the coefficient of R7's shape."""
+    theory = quad_coef(dmin, np.log(exact if exact is not None else r7_shape(dmin, dim)))
     power = quad_coef(dmin, -2.0 * np.log(dmin))
     return rules.discriminate(theory, [
         rules.Rival("exp(-c Delta) decay", 0.0, "drift falling at a constant rate per unit separation (any c), as "
@@ -265,7 +267,7 @@ def drifts(ctx, got, specs: list[RunSpec]) -> np.ndarray:
 
 def slope_row(family: str, what: str, deltas: list[float], offset: float, vals: np.ndarray, noise: float,
               control: str, note: str = "", stat_name: str = "drift", sources=(),
-              reached: tuple[bool, str] = (True, "")) -> Row:
+              reached: tuple[bool, str] = (True, ""), exact: np.ndarray | None = None) -> Row:
     """The BC-law row as a curvature test: per seed, the quadratic coefficient of log(statistic - floor) in
     Delta_min over the Deltas whose mean statistic exceeds 3 x the noise floor (larger ones are censored, and said
     so); fewer than MIN_DELTAS such Deltas make the row untestable. ``vals`` is (Delta, seed)."""
@@ -278,10 +280,13 @@ def slope_row(family: str, what: str, deltas: list[float], offset: float, vals: 
     used = ", ".join(f"{d:g}" for d, u in zip(deltas, use, strict=True) if u) or "none"
     censored = ", ".join(f"{d:g}" for d, u in zip(deltas, use, strict=True) if not u)
     means = ", ".join(f"{d:g}: {m:.3g}" for d, m in zip(deltas, vals.mean(1), strict=True))
-    grid = dmin[use] if use.sum() >= 3 else dmin
+    pick = use if use.sum() >= 3 else np.ones_like(use)
+    rule = bc_curvature_rule(dmin[pick], exact=None if exact is None else np.asarray(exact)[pick])
+    src = "the exact population flow's" if exact is not None else "R7's shape's"
     return Row(f"Drift decays like BC ({what})", family, "theory", f"Delta in {{{used}}} (above 3 x the floor)",
-               f"quadratic coefficient of log({stat_name} - floor) in Delta_min", coefs, bc_curvature_rule(grid),
-               note=(f"{note}; mean drift by Delta: {means}; floor {noise:.3g} subtracted"
+               f"quadratic coefficient of log({stat_name} - floor) in Delta_min", coefs, rule,
+               note=(f"{note}; theory: {src} coefficient on these Deltas; mean drift by Delta: {means}; floor "
+                     f"{noise:.3g} subtracted"
                      + (f"; censored (at or below 3 x the floor): {censored}" if censored else "")).lstrip("; "),
                control=control, gate=None if ok else (f"fewer than {MIN_DELTAS} separations with drift above 3 x its "
                                                       f"floor (used: {used})"),
@@ -477,7 +482,8 @@ class DriftVsSeparation(Claim):
             series[g] = [float(v) for v in vals.mean(1)]
             yield slope_row(g, "reverse KL to p*, SGD", deltas, offset, vals, flr, ctrl,
                             stat_name=drift_stat(ctx, specs[0])[1], sources=[got[s] for s in specs],
-                            reached=sup_reached(ctx, got, specs, flr))
+                            reached=sup_reached(ctx, got, specs, flr),
+                            exact=np.array([_rkl_drift(ctx.theory(s))[0] for s in specs]))
         if "gmm" in ctx.families:
             yield from self.gmm_exact(ctx, got, deltas)
             series["gmm"] = [float(np.mean(got[s].values(sup("comp_drift")))) for d, s in self.exact(ctx).items()
@@ -506,7 +512,9 @@ class DriftVsSeparation(Claim):
         yield Row("Drift decays like BC (GMM, drift at the exact flow's peak step)", "gmm", "theory",
                   f"{how}, Delta {deltas[0]:g}..{deltas[-1]:g}",
                   "quadratic coefficient of log drift at the flow's argmax step in Delta_min", per_seed,
-                  bc_curvature_rule(x), note=f"exact flow's coefficient: {flow_coef:.3f}",
+                  bc_curvature_rule(x, exact=np.array([preds[d].flow_sup for d in deltas])),
+                  note=f"theory: the exact flow's coefficient {flow_coef:.3f} (R7's shape: "
+                  f"{quad_coef(x, np.log(r7_shape(x))):.3f}, pure BC -0.125)",
                   gate=None if len(deltas) >= MIN_DELTAS else f"fewer than {MIN_DELTAS} separations",
                   converged=True, convergence="read at the exact flow's peak step",
                   sources=[got[s] for s in self.exact(ctx).values()])
