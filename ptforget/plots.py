@@ -386,11 +386,13 @@ def plot_density_panels(panels: Mapping[tuple[str, str], tuple[Sequence[tuple], 
 
 
 def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
-                         title: str | None = None, logy: bool = False) -> Path:
+                         title: str | None = None, logy: bool = False,
+                         predicted: Mapping[str, tuple] | None = None) -> Path:
     """Aggregated metric against a numeric parameter, one line per label.
 
     ``series``: label -> ``(xs, means)`` or ``(xs, means, lo, hi)`` (the interval is drawn as error bars
-    where finite).
+    where finite). ``predicted``: label -> ``(xs, values)``, the theory's line for that series, dashed in its
+    colour.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, data in series.items():
@@ -399,23 +401,87 @@ def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, x
             lo, hi = np.asarray(data[2], float), np.asarray(data[3], float)
             ok = np.isfinite(lo) & np.isfinite(hi)
             err = np.vstack([np.where(ok, ms - lo, 0.0), np.where(ok, hi - ms, 0.0)])
-            ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label))
+            line = ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label)).lines[0]
         else:
-            ax.plot(xs, ms, "o-", label=str(label))
+            (line,) = ax.plot(xs, ms, "o-", label=str(label))
+        if predicted and label in predicted:
+            px, py = predicted[label]
+            ax.plot(np.asarray(px, float), np.asarray(py, float), "--", color=line.get_color(), lw=1.4,
+                    label=f"{label}: theory")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs {xlabel}")
+    ax.set_title(title or f"{ylabel} vs {xlabel}", fontsize="medium")
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize="small")
+        many = len(series) * (2 if predicted else 1) > 6
+        ax.legend(fontsize="small", **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {}))
+    return _save(fig, path)
+
+
+#: one colour per objective in every figure of a report (others: the next unused colour of the cycle)
+OBJECTIVE_COLORS = {"fkl": "#377eb8", "rkl": "#e41a1c", "fkl_replay": "#4daf4a", "rkl_replay": "#984ea3",
+                    "sdft": "#ff7f00", "ttt_discover": "#a65628", "oapl": "#f781bf"}
+LINE_STYLES = ("-", (0, (1, 1)), "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)))
+
+
+def colour_of(name: str, taken: dict[str, Any]) -> Any:
+    """The colour of an objective (OBJECTIVE_COLORS), or a fixed one from the cycle for any other name."""
+    if name not in taken:
+        cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in OBJECTIVE_COLORS.values()]
+        taken[name] = OBJECTIVE_COLORS.get(name) or cycle[len(taken) % len(cycle)]
+    return taken[name]
+
+
+def plot_facets(panels: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]], path: str | os.PathLike,
+                key: str = "old_mass", title: str | None = None, logy: bool = False, logx: bool = False) -> Path:
+    """One panel per facet (a generator), one colour per colour key (an objective), one line style per style key
+    (the other settings); in each, the runs' mean and 95% band over seeds and the theory's curve dashed.
+
+    ``panels``: facet -> {(colour key, style key): {"runs": [curve per seed], "theory": curve or None,
+    "final": a predicted end value or None (drawn as a marker at the last step when there is no curve)}}.
+    """
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.8, 3.9), sharey=True, squeeze=False)
+    colours: dict[str, Any] = {}
+    styles = {s: LINE_STYLES[i % len(LINE_STYLES)]
+              for i, s in enumerate(dict.fromkeys(s for p in panels.values() for _, s in p))}
+    handles: dict[str, Any] = {}
+    for ax, (facet, lines) in zip(axes[0], panels.items(), strict=False):
+        for (ckey, skey), data in lines.items():
+            colour = colour_of(ckey, colours)
+            label = ", ".join(x for x in (ckey, skey) if x)
+            line = _draw(ax, list(data["runs"]), label, color=colour, linestyle=styles[skey], lw=1.5)
+            handles.setdefault(label, line)
+            theory = data.get("theory")
+            if theory is not None:
+                ax.plot(np.asarray(theory[0], float), np.asarray(theory[1], float), "--", color=colour, lw=1.2,
+                        alpha=0.9)
+            elif data.get("final") is not None and np.isfinite(data["final"]):
+                end = max(float(np.max(c[0])) for c in data["runs"])
+                ax.plot([end], [data["final"]], marker="x", ms=8, mew=2, color=colour, linestyle="none")
+        ax.set_title(str(facet))
+        ax.set_xlabel(label_of("step"))
+        ax.grid(alpha=0.3)
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+    axes[0][0].set_ylabel(label_of(key))
+    from matplotlib.lines import Line2D
+
+    extra = [Line2D([], [], color="0.3", linestyle="--", label="theory (same config)"),
+             Line2D([], [], color="0.3", marker="x", linestyle="none", label="theory: end value only")]
+    axes[0][-1].legend(handles=[*handles.values(), *extra], fontsize="small", loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title or f"{label_of(key)} over training", fontsize="medium")
     return _save(fig, path)
 
 
 __all__: list[str] = [
     "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
-    "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
+    "plot_facets", "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
 ]
 
 

@@ -567,9 +567,11 @@ def trajectory_column(metric: str) -> str:
 
 def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str], out_dir: Path,
              metrics: Sequence[str] = ("old_mass",), trajectories: Sequence[str] = ("old_mass",),
-             x_key: str | None = None, logy: bool = False, max_lines: int = 10) -> list[Path]:
+             x_key: str | None = None, logy: bool = False, max_lines: int = 10,
+             predicted: dict[int, Any] | None = None) -> list[Path]:
     """Each metric against each numeric swept key (or only ``x_key``), one line per combination of the other swept
-    keys (mean and 95% CI), and the trajectories of ``trajectories`` (mean and 95% band over seeds per group)."""
+    keys (mean and 95% CI), and the trajectories of ``trajectories`` (mean and 95% band over seeds per group).
+    ``predicted`` (``theory_columns``): each line's prediction drawn dashed in its colour."""
     from ptforget import plots
 
     figs: list[Path] = []
@@ -581,6 +583,7 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
         for key in keys:
             others = [k for k in by if k != key]
             series: dict[str, tuple[list, list, list, list]] = {}
+            pred_series: dict[str, tuple[list, list]] = {}
             for a in sorted(agg, key=lambda a: _sort_key(a.get(key))):
                 if a.get(f"{metric}_n", 0) == 0:
                     continue
@@ -590,11 +593,17 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
                 ms.append(a[f"{metric}_mean"])
                 lo.append(a[f"{metric}_lo"])
                 hi.append(a[f"{metric}_hi"])
+                value = a.get(f"predicted_{metric}")
+                if predicted and isinstance(value, float) and math.isfinite(value):
+                    px, py = pred_series.setdefault(lab, ([], []))
+                    px.append(a[key])
+                    py.append(value)
             if series:
                 figs.append(plots.plot_metric_vs_param(
                     series, out_dir / f"final_{_safe_name(metric)}_vs_{_safe_name(key)}.png",
                     xlabel=plots.label_of(key), ylabel=plots.label_of(metric), logy=logy,
-                    title=f"{plots.label_of(metric)} vs {plots.label_of(key)} (mean, 95% CI over seeds)"))
+                    title=f"{plots.label_of(metric)} vs {plots.label_of(key)}\n(mean, 95% CI over seeds"
+                          + ("; dashed: theory)" if pred_series else ")"), predicted=pred_series or None))
     for column in dict.fromkeys(trajectories):
         figs += _trajectory_figures(good, by, out_dir, column, max_lines)
     return figs
@@ -625,7 +634,7 @@ def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path
 
 
 def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: Sequence[str] | None = None,
-                 figures: bool = True, by: Sequence[str] | None = None) -> dict[str, Any]:
+                 figures: bool = True, by: Sequence[str] | None = None, theory: bool = False) -> dict[str, Any]:
     """Collect the runs under ``root`` and write the report into ``out_dir`` (default: ``root/report``).
 
     Writes (each atomically): ``runs.csv`` (one row per run, every setting and metric), ``summary.csv`` (per group:
@@ -634,7 +643,9 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     (``final_<metric>_vs_<key>.png``) and its trajectories (``trajectories_<column>*.png``); an experiment chooses
     its own (``EXPERIMENTS``). ``metrics`` chooses the columns of the table and the figures (default: the
     experiment's, or DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics,
-    markdown, experiment and the written paths (runs_csv, summary_csv, summary_md, figures). Raises
+    markdown, experiment and the written paths (runs_csv, summary_csv, summary_md, figures). With ``theory`` each
+    group also gets the theory's prediction for its exact config (``theory_columns``): ``predicted_<metric>``
+    columns in summary.csv and the table, and dashed predicted lines in the figures. Raises
     FileNotFoundError if no run is found and ReportError (before anything is written) when ``metrics`` or ``by``
     name what the runs lack.
     """
@@ -659,12 +670,15 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
         trajectories = [trajectory_column(m) for m in metrics]
     agg_metrics = all_metrics + [m for m in table_metrics if m not in all_metrics]
     agg = aggregate(rows, by=by, metrics=agg_metrics)
+    predicted = theory_columns(rows, agg, by) if theory else {}
 
     runs_csv, summary_csv, summary_md = out / "runs.csv", out / "summary.csv", out / "summary.md"
     atomic_write_text(runs_csv, _csv_text(rows))
     atomic_write_text(summary_csv, _csv_text(agg))
     n_bad = sum(r.get("status", "complete") != "complete" for r in rows)
     table = markdown_table(agg, by, table_metrics)
+    if theory:
+        table = theory_table(agg, by, table_metrics)
     from ptforget.labels import label_of
 
     legend = "; ".join(f"`{m}`: {label_of(m)}" for m in table_metrics if label_of(m) != m)
@@ -679,14 +693,119 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     figs: list[Path] = []
     if figures:
         figs = _figures(rows, agg, by, out, metrics=fig_metrics, trajectories=trajectories,
-                        x_key=preset.get("x"), logy=bool(preset.get("logy")))
+                        x_key=preset.get("x"), logy=bool(preset.get("logy")), predicted=predicted)
+        if theory:
+            figs += theory_figures(rows, agg, by, out, predicted)
         if figs:
             md += ["", "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figs]]
     markdown = "\n".join(md).rstrip("\n") + "\n"
     atomic_write_text(summary_md, markdown)
     return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
             "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
-            "figures": figs, "experiment": experiment}
+            "figures": figs, "experiment": experiment, "predicted": predicted}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The theory beside the runs (theory=true)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _group_config(members: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The composed config of a group's runs (its first complete run's), read back from its summary."""
+    for r in members:
+        if r.get("status", "complete") != "complete" or "_dir" not in r:
+            continue
+        run_dir = Path(r["_dir"])
+        try:
+            config, _ = run_settings(read_summary(run_dir / "summary.json"), run_dir)
+        except (OSError, ValueError):
+            continue
+        if config is not None:
+            return config
+    return None
+
+
+def theory_columns(rows: Sequence[dict[str, Any]], agg: list[dict[str, Any]],
+                   by: Sequence[str]) -> dict[int, Any]:
+    """Add the theory's prediction for each group's exact config to its aggregate row (``predicted_old_mass``,
+    ``predicted_weight``, ``predicted_drift``, ``theory_basis``, ``theory_note``: ``ptforget.predict``); return
+    {index in ``agg``: RunPrediction} for the figures. Groups with the same config but for the seed share one
+    computation."""
+    from ptforget.predict import predict_config
+    from ptforget.predict import _none as no_prediction
+
+    cache: dict[str, Any] = {}
+    out: dict[int, Any] = {}
+    for i, ((_vals, members), a) in enumerate(zip(group_rows(rows, by), agg, strict=True)):
+        config = _group_config(members)
+        if config is None:
+            pred = no_prediction("no complete run with a recorded config")
+        else:
+            key = json.dumps({k: v for k, v in config.items() if k not in ("seed", "seeds")}, sort_keys=True,
+                             default=str)
+            if key not in cache:
+                cache[key] = predict_config(config)
+            pred = cache[key]
+        a.update(pred.columns())
+        out[i] = pred
+    return out
+
+
+def theory_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> str:
+    """The summary table with the theory's value after each predicted metric and the basis of the prediction."""
+    from ptforget.predict import PREDICTED
+    from ptforget.terminal import row_cells
+
+    head = [*by, "n"]
+    for m in metrics:
+        head += [m, f"{m} (theory)"] if m in PREDICTED else [m]
+    head.append("theory basis")
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
+             "|" + "|".join("---" if i < len(by) or i == len(head) - 1 else "---:" for i in range(len(head))) + "|"]
+    for a in agg:
+        cells = row_cells(a, by, [])
+        for m in metrics:
+            cells += row_cells(a, [], [m])[1:]
+            if m in PREDICTED:
+                v = a.get(f"predicted_{m}")
+                cells.append(_fmt(v) if isinstance(v, float) and math.isfinite(v) else "–")
+        basis = str(a.get("theory_basis", ""))
+        cells.append(f"{basis}: {a.get('theory_note', '')}" if a.get("theory_note") else basis)
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def theory_figures(rows: Sequence[dict[str, Any]], agg: Sequence[dict[str, Any]], by: Sequence[str], out_dir: Path,
+                   predicted: dict[int, Any]) -> list[Path]:
+    """``theory_<metric>.png`` per predicted metric the runs record: one panel per generator, one colour per
+    objective (the other swept keys by line style), the runs' mean and 95% band over seeds and the theory's
+    prediction for the same config dashed in the same colour."""
+    from ptforget import plots
+    from ptforget.predict import PREDICTED
+
+    good = [r for r in rows if r.get("status", "complete") == "complete"]
+    others = [k for k in by if k not in ("generator", "objective")]
+    figs: list[Path] = []
+    for metric in PREDICTED:
+        panels: dict[str, dict[str, Any]] = {}
+        for i, (vals, members) in enumerate(group_rows(good, by)):
+            trajs = [t for t in (read_trajectory(r["_dir"], metric) for r in members if "_dir" in r) if t and t[0]]
+            if not trajs:
+                continue
+            facet = str(members[0].get("generator", "all"))
+            colour = str(members[0].get("objective", ""))
+            style = _label({k: vals[k] for k in others}) if others else ""
+            idx = next((j for j, a in enumerate(agg) if all(_hashable(a.get(k)) == _hashable(vals[k]) for k in by)),
+                       None)
+            pred = predicted.get(idx) if idx is not None else None
+            curve = (pred.steps, pred.curves[metric]) if pred is not None and metric in pred.curves else None
+            final = pred.final.get(metric) if pred is not None else None
+            panels.setdefault(facet, {})[(colour, style)] = {"runs": trajs, "theory": curve, "final": final}
+        if panels:
+            figs.append(plots.plot_facets(panels, out_dir / f"theory_{metric}.png", key=metric,
+                                          title=f"{plots.label_of(metric)}: runs (mean, 95% band over seeds) and "
+                                                "the theory (dashed)"))
+    return figs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -695,7 +814,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Aggregate ptforget runs (every summary.json under DIR) over seeds: a table of mean ± 95%% CI "
                     "per group of settings, runs.csv / summary.csv / summary.md and figures in DIR/report.",
         epilog="Options may also be written key=value, as for the other ptforget commands: "
-               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false. Metrics: every "
+               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false theory=true. Metrics: every "
                "numeric summary field (final values such as old_mass; extremes such as drift_max, old_mass_min; "
                "old_mass_deficit = the target's old mass minus the final one; wall_time_s; ...).")
     p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")
@@ -705,11 +824,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"{','.join(DEFAULT_TABLE_METRICS)})")
     p.add_argument("--by", default=None, help="comma-separated grouping keys (default: the swept settings)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--theory", action="store_true",
+                   help="add the theory's prediction for each group's config (predicted_<metric> columns, dashed "
+                        "lines; Adam runs get the optimum only, flagged; see ptforget.predict)")
     return p
 
 
 #: ``key=value`` words of the command line and the flag each one is
-KEY_VALUE_OPTIONS = {"metrics": "--metrics", "by": "--by", "out": "--out", "figures": None}
+KEY_VALUE_OPTIONS = {"metrics": "--metrics", "by": "--by", "out": "--out", "figures": None, "theory": None}
 
 
 def _key_value_args(argv: Sequence[str]) -> list[str]:
@@ -724,11 +846,13 @@ def _key_value_args(argv: Sequence[str]) -> list[str]:
         if key not in KEY_VALUE_OPTIONS:
             raise ReportError(f"{key}={value}: not an option of ptforget-report; allowed: "
                               + ", ".join(f"{k}=..." for k in KEY_VALUE_OPTIONS))
-        if key == "figures":
+        if key in ("figures", "theory"):
             if value.lower() not in ("true", "false"):
-                raise ReportError(f"figures={value}: allowed: true or false")
-            if value.lower() == "false":
+                raise ReportError(f"{key}={value}: allowed: true or false")
+            if key == "figures" and value.lower() == "false":
                 out.append("--no-figures")
+            if key == "theory" and value.lower() == "true":
+                out.append("--theory")
             continue
         if key in ("metrics", "by"):
             value = value.strip()
@@ -794,7 +918,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        res = write_report(root, out, metrics=metrics, figures=not args.no_figures, by=by)
+        res = write_report(root, out, metrics=metrics, figures=not args.no_figures, by=by, theory=args.theory)
     except ReportError as err:
         print(f"ptforget-report: error: {err}", file=sys.stderr)
         return 2

@@ -1,0 +1,166 @@
+"""The theory's prediction for one trained run's exact config, in the metrics the run measured.
+
+``ptforget-report <sweep> theory=true`` puts these beside the measurements (``predicted_<metric>`` columns and
+dashed lines in the figures). A prediction is computed from the run's composed config through the same bridge as
+``ptforget-theory`` and the check (``ptforget.bridge.theory_config``), and read in the run's own region view: the
+old-region mass of p*'s Bayes region, the weight of the old component, and the drift of the old core from where it
+started (``ptforget.metrics``), so prediction and measurement are the same number.
+
+What is predicted (``basis``):
+
+* ``gd``: forward / reverse KL (with or without replay) trained with plain SGD: the exact population gradient
+  flow of the two-component GMM (``ptforget.theory.population_flow``) for the run's step, steps and start; its
+  mixture at each recorded step is read in the region view. For a mixture-density network or a flow the same
+  flow is the theory's prediction for the family-free region view.
+* ``optimum``: the same objectives trained with Adam. The theory is one of gradient flow and SGD; Adam's
+  per-coordinate normalisation changes the path, so only the optimum the objective drives to is predicted (p_new,
+  p*, or the replay mixture) and the row is flagged ``adam`` instead of being predicted as gradient descent.
+* ``law``: SDFT (anchored EMA teacher: the anchor's weight, R11), TTT-Discover (the KL-anchored fixed point,
+  R12) and OAPL (beta_K after K lag refreshes, R13): the method's closed form with its config's parameters, the
+  modes at their targets.
+
+A config the theory does not cover (a full covariance, ``task.new_shift``, an SDFT ICL teacher, ...) gets NaN
+predictions and a ``reason``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: the measured metrics a prediction is given for (final values and the trajectory column of the figures)
+PREDICTED = ("old_mass", "weight", "drift")
+#: the theory's dynamics are gradient descent: optimizers it predicts step by step
+GD_OPTIMIZERS = ("sgd",)
+
+
+@dataclass
+class RunPrediction:
+    """Predicted final metrics, their trajectory (``steps`` and one array per metric) and how they were got."""
+
+    final: dict[str, float]
+    basis: str
+    reason: str = ""
+    steps: list[int] = field(default_factory=list)
+    curves: dict[str, list[float]] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, Any]:
+        """The summary.csv columns: ``predicted_<metric>``, ``theory_basis`` and ``theory_note``."""
+        out: dict[str, Any] = {f"predicted_{m}": self.final.get(m, math.nan) for m in PREDICTED}
+        out["theory_basis"] = self.basis
+        out["theory_note"] = self.reason
+        return out
+
+
+def _none(reason: str) -> RunPrediction:
+    return RunPrediction({m: math.nan for m in PREDICTED}, "none", reason)
+
+
+def _region(task: Any, weights: np.ndarray, old: np.ndarray, new: np.ndarray) -> dict[str, np.ndarray]:
+    """Region view of K two-component mixtures of the task's covariance: weights (K,), means along the mode axis
+    in Mahalanobis units from mu_o* (K,) -> old-region mass (K,) and old-core location (K,)."""
+    import torch
+
+    from ptforget.generators.base import region_stats
+
+    axis = (task.mu_new - task.mu_old) / max(float(task.delta), 1e-12)
+    if float(task.delta) == 0:
+        axis = torch.zeros_like(task.mu_old)
+    w = torch.as_tensor(np.stack([weights, 1 - weights], -1), dtype=torch.float32)
+    pos = torch.as_tensor(np.stack([old, new], -1), dtype=torch.float32)
+    loc = task.mu_old + pos.unsqueeze(-1) * axis
+    k = len(weights)
+    st = region_stats(w, loc, task.cov.expand(k, 2, task.dim, task.dim), task)
+    return {"old_mass": st["region_mass"].double().numpy(), "core": st["core_pos"].double().numpy()}
+
+
+def predict_config(config: dict[str, Any], record_every: int | None = None) -> RunPrediction:
+    """The theory's prediction for a run's resolved config (``summary["config"]``); never raises for a config the
+    theory does not cover (NaN with a reason instead)."""
+    from omegaconf import OmegaConf
+
+    from ptforget.build import target_class
+    from ptforget.errors import ConfigError
+    from ptforget.tasks import TwoModeTask
+
+    try:
+        cfg = OmegaConf.create({k: v for k, v in config.items() if k != "hydra"})
+        task = TwoModeTask(**{k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
+                              if not str(k).startswith("_")})
+    except Exception as err:
+        return _none(f"no task in the config ({type(err).__name__}: {err})")
+    if task.new_shift:
+        return _none("task.new_shift moves q0's new mode off the axis: the two-mode flow does not cover it")
+    from ptforget.bridge import theory_config
+
+    try:
+        tc = theory_config(cfg)
+    except ConfigError as err:
+        return _none(f"the theory does not cover this config ({err})")
+    obj_cls = target_class(cfg.objective)
+    name = getattr(obj_cls, "name", str(cfg.objective.get("_target_", "?")))
+    optimizer = str(cfg.optimizer.get("name", "adam"))
+    every = int(record_every or cfg.get("eval_every", 50) or 50)
+    if name in ("fkl", "rkl", "fkl_replay", "rkl_replay"):
+        flow_obj = "fkl" if name.startswith("fkl") else "rkl"
+        if optimizer not in GD_OPTIMIZERS:
+            return _optimum(task, tc, flow_obj, optimizer)
+        return _gd(task, tc, flow_obj, every)
+    if name in ("sdft", "ttt_discover", "oapl"):
+        return _law(task, tc, name, cfg)
+    return _none(f"objective {name}: no prediction of the theory")
+
+
+def _gd(task: Any, tc: Any, objective: str, every: int) -> RunPrediction:
+    try:
+        r = tc.flow(objective, record_every=max(1, every))
+    except (FloatingPointError, ValueError) as err:
+        return _none(f"the population flow does not run at this step ({err})")
+    w = r["weight"]
+    reg = _region(task, w, r["old_mean"], r["new_mean"])
+    drift = np.abs(reg["core"] - reg["core"][0])
+    curves = {"old_mass": reg["old_mass"].tolist(), "weight": w.tolist(), "drift": drift.tolist()}
+    final = {m: float(v[-1]) for m, v in curves.items()}
+    return RunPrediction(final, "gd", f"exact population GD of the GMM ({objective}, lr {tc.lr:g}, "
+                                      f"{tc.steps} steps)", [int(s) for s in r["step"]], curves)
+
+
+def _optimum(task: Any, tc: Any, objective: str, optimizer: str) -> RunPrediction:
+    if objective == "rkl":
+        w, what = tc.beta_star, "p*"
+    elif tc.replay > 0 and tc.replay_source == "p_old":
+        w, what = tc.replay, f"the replay mixture lam={tc.replay:g}"
+    elif tc.replay > 0:
+        return _none(f"{optimizer}: replay from q0 has no optimizer-free optimum (its mixture moves with the run)")
+    else:
+        w, what = 0.0, "p_new"
+    reg = _region(task, np.array([w, tc.beta0]), np.zeros(2), np.array([tc.delta, tc.delta - tc.new_offset]))
+    return RunPrediction({"old_mass": float(reg["old_mass"][0]), "weight": float(w), "drift": math.nan}, "optimum",
+                         f"{optimizer}: the theory is gradient flow / SGD, so only the optimum ({what}) is "
+                         "predicted, not the path; drift not predicted")
+
+
+def _law(task: Any, tc: Any, name: str, cfg: Any) -> RunPrediction:
+    from ptforget.theory.estimators import sdft_anchor_weight
+    from ptforget.theory.methods import oapl_weight, ttt_fixed_point
+
+    if name == "sdft":
+        if cfg.objective.get("teacher", "anchor") != "anchor":
+            return _none("SDFT's ICL teacher: its law depends on the demonstrations, not predicted here")
+        anchor = tc.beta_star if tc.sdft_anchor == "p_star" else 0.0
+        alpha = float(cfg.objective.get("alpha_ema", 0.01))
+        w = float(sdft_anchor_weight(int(tc.steps), float(tc.beta0), tc.sdft_lam, alpha, anchor)[-1])
+        note = (f"SDFT anchored EMA teacher (R11, exact tracking): anchor {tc.sdft_anchor}, lam {tc.sdft_lam:g}, "
+                f"alpha_ema {alpha:g}, {tc.steps} steps")
+    elif name == "ttt_discover":
+        w = ttt_fixed_point(tc.gamma, tc.lam, tc.reward_old, tc.reward_new, float(tc.beta_ref))
+        note = f"TTT-Discover fixed point (R12): gamma {tc.gamma:g}, lam {tc.lam:g}"
+    else:
+        w = oapl_weight(float(tc.beta0), tc.refreshes, tc.reward_old, tc.reward_new, tc.tau)
+        note = f"OAPL (R13): K={tc.refreshes} refreshes, tau {tc.tau:g}"
+    reg = _region(task, np.array([w]), np.zeros(1), np.array([tc.delta]))
+    return RunPrediction({"old_mass": float(reg["old_mass"][0]), "weight": float(w), "drift": 0.0}, "law",
+                         note + "; modes at their targets")
