@@ -711,16 +711,46 @@ def theory_app(cfg: DictConfig) -> None:
     from ptforget.theory import format_predictions, predictions_to_json
 
     tc = theory_config(cfg, whitened=True)
+    from ptforget.predict import applicable_claims
+
+    ids = applicable_claims(cfg) or [c.id for c in selected_claims(cfg)]
     try:
-        preds = predictions(tc, [c.id for c in selected_claims(cfg)])
+        preds = predictions(tc, ids)
     except FloatingPointError as err:  # a flow left its bounded region: the step is too large for it
         key = theory_fields(cfg)[1].get("lr", "theory.lr")
         raise ConfigError(key, tc.lr, f"a smaller step ({err})") from None
     out = theory_output(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     write_json(out, predictions_to_json(preds, tc, config={k: v for k, v in config.items() if k != "hydra"}))
+    _theory_config_block(cfg)
     print(format_predictions(preds, tc, width=width()))
     print(f"\nwritten: {out}")
+    _theory_sweep_table(cfg, preds)
+
+
+def _theory_config_block(cfg: DictConfig) -> None:
+    """The lines that say which objective, optimizer and steps the predictions are for (``ptforget.predict``)."""
+    import textwrap
+
+    from ptforget.predict import config_lines
+    from ptforget.terminal import width
+
+    for ln in config_lines(cfg):
+        print("\n".join(textwrap.wrap(ln, width() or 10**6, subsequent_indent="  ") or [""]))
+    print()
+
+
+def _theory_sweep_table(cfg: DictConfig, preds: list[Any]) -> None:
+    """In a multirun: this job's row beside its predictions, and the sweep's combined table rewritten."""
+    hc = HydraConfig.get()
+    if str(hc.mode) != "RunMode.MULTIRUN":
+        return
+    from ptforget.io import write_json
+    from ptforget.predict import combined_row, write_combined
+
+    run_dir = Path(hc.runtime.output_dir)
+    write_json(run_dir / "theory_row.json", combined_row(cfg, preds, list(hc.overrides.task)))
+    print(f"combined table: {write_combined(Path(hc.sweep.dir))}")
 
 
 def theory_output(cfg: DictConfig) -> Path:

@@ -481,7 +481,8 @@ def plot_facets(panels: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]
 
 __all__: list[str] = [
     "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
-    "plot_facets", "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
+    "plot_facets", "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation",
+    "plot_trajectories",
 ]
 
 

@@ -164,3 +164,109 @@ def _law(task: Any, tc: Any, name: str, cfg: Any) -> RunPrediction:
     reg = _region(task, np.array([w]), np.zeros(1), np.array([tc.delta]))
     return RunPrediction({"old_mass": float(reg["old_mass"][0]), "weight": float(w), "drift": 0.0}, "law",
                          note + "; modes at their targets")
+
+
+# ---------------------------------------------------------------------------------------------- ptforget-theory
+#: the claims whose predictions concern each objective (the overlap geometry, P9 and P17, concerns every one)
+CLAIMS_BY_OBJECTIVE: dict[str, tuple[str, ...]] = {
+    "fkl": ("P1", "P2", "P3", "P4"),
+    "fkl_replay": ("P5",),
+    "rkl": ("P6", "P7", "P8", "P10", "P11", "P13"),
+    "rkl_replay": ("P12", "P13"),
+    "sdft": ("P14",),
+    "ttt_discover": ("P15",),
+    "oapl": ("P16",),
+}
+GEOMETRY_CLAIMS = ("P9", "P17")
+
+
+def objective_name(cfg: Any) -> str:
+    """The objective's registered name (``fkl``, ``sdft``, ...) of a composed config."""
+    from ptforget.build import target_class
+
+    cls = target_class(cfg.objective)
+    return str(getattr(cls, "name", cfg.objective.get("_target_", "?")))
+
+
+def applicable_claims(cfg: Any) -> list[str] | None:
+    """The claim ids ``ptforget-theory`` prints for ``cfg``: with ``claims: objective`` (the default) those of its
+    objective and the overlap geometry; None otherwise (``all`` or the user's own list stands). An objective of a
+    plugin, which no claim names, gets every claim."""
+    if cfg.get("claims", "objective") != "objective":
+        return None
+    own = CLAIMS_BY_OBJECTIVE.get(objective_name(cfg))
+    if own is None:
+        from ptforget.check.registry import ordered
+
+        return [c.id for c in ordered()]
+    return [*own, *GEOMETRY_CLAIMS]
+
+
+def config_lines(cfg: Any) -> list[str]:
+    """The lines above ``ptforget-theory``'s table: which objective, optimizer and steps the numbers are for,
+    what this run is predicted to measure (old-region mass, weight, core drift), and a warning when the
+    optimizer is not the theory's (the step-dependent numbers below are then those of plain gradient descent)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "theory", "limits", "output")})
+    name, opt = objective_name(cfg), str(cfg.optimizer.get("name", "adam"))
+    vals = ", ".join(f"{m} {v:.4g}" for m, v in pred.final.items() if math.isfinite(v)) or "none"
+    lines = [f"config: objective {name}, optimizer {opt}, {int(cfg.trainer.max_steps)} steps; "
+             f"this run's predicted end values (region view): {vals} [{pred.basis}: {pred.reason}]"]
+    if opt not in GD_OPTIMIZERS:
+        lines.append(f"warning: optimizer={opt}: the theory is gradient flow / SGD; the step-dependent numbers "
+                     "below are those of plain gradient descent at this lr, not of this run (fixed points apply)")
+    return lines
+
+
+def combined_row(cfg: Any, preds: list[Any], overrides: list[str]) -> dict[str, Any]:
+    """One line of a ``ptforget-theory`` multirun's combined table: the job's overrides, the run-level prediction
+    and every printed claim's quantities (``P1.predicted_final_weight``)."""
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    row: dict[str, Any] = {"overrides": " ".join(overrides), "objective": objective_name(cfg)}
+    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "theory", "limits", "output")})
+    row.update(pred.columns())
+    for p in preds:
+        for n, v, _unit, _note in p.quantities:
+            row[f"{p.claim}.{n}"] = v
+    return row
+
+
+def _claim_order(key: str) -> tuple:
+    """P2.x before P10.x: claim number, then the quantity's name."""
+    claim, _, rest = key.partition(".")
+    num = claim[1:]
+    return (int(num) if claim.startswith("P") and num.isdigit() else 10**6, claim, rest)
+
+
+def write_combined(sweep_dir: Any, row_file: str = "theory_row.json") -> Any:
+    """Rewrite ``predictions.csv`` in a multirun's folder from every job's ``theory_row.json`` (under a lock, so
+    parallel jobs never interleave; the last job leaves the whole table). Returns its path."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from ptforget.io import atomic_write_text, file_lock
+
+    root = Path(sweep_dir)
+    out = root / "predictions.csv"
+    with file_lock(root / ".predictions.lock"):
+        rows = []
+        for path in sorted(root.glob(f"*/{row_file}"), key=lambda p: (len(p.parent.name), p.parent.name)):
+            try:
+                rows.append({"job": path.parent.name, **json.loads(path.read_text(encoding="utf-8"))})
+            except (OSError, ValueError):
+                continue
+        lead = ["job", "overrides", "objective", *(f"predicted_{m}" for m in PREDICTED), "theory_basis",
+                "theory_note"]
+        columns = list(dict.fromkeys([*lead, *sorted({k for r in rows for k in r}, key=_claim_order)]))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, columns, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(out, buf.getvalue())
+    return out

@@ -731,8 +731,8 @@ def theory_columns(rows: Sequence[dict[str, Any]], agg: list[dict[str, Any]],
     ``predicted_weight``, ``predicted_drift``, ``theory_basis``, ``theory_note``: ``ptforget.predict``); return
     {index in ``agg``: RunPrediction} for the figures. Groups with the same config but for the seed share one
     computation."""
-    from ptforget.predict import predict_config
     from ptforget.predict import _none as no_prediction
+    from ptforget.predict import predict_config
 
     cache: dict[str, Any] = {}
     out: dict[int, Any] = {}
@@ -788,7 +788,7 @@ def theory_figures(rows: Sequence[dict[str, Any]], agg: Sequence[dict[str, Any]]
     figs: list[Path] = []
     for metric in PREDICTED:
         panels: dict[str, dict[str, Any]] = {}
-        for i, (vals, members) in enumerate(group_rows(good, by)):
+        for vals, members in group_rows(good, by):
             trajs = [t for t in (read_trajectory(r["_dir"], metric) for r in members if "_dir" in r) if t and t[0]]
             if not trajs:
                 continue
@@ -814,7 +814,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Aggregate ptforget runs (every summary.json under DIR) over seeds: a table of mean ± 95%% CI "
                     "per group of settings, runs.csv / summary.csv / summary.md and figures in DIR/report.",
         epilog="Options may also be written key=value, as for the other ptforget commands: "
-               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false theory=true. Metrics: every "
+               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false theory=true. "
+               "Metrics: every "
                "numeric summary field (final values such as old_mass; extremes such as drift_max, old_mass_min; "
                "old_mass_deficit = the target's old mass minus the final one; wall_time_s; ...).")
     p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")

@@ -692,11 +692,11 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     if is_int(dim, 1):  # the task builds d x d matrices: the theory's own (1 + 2d)^2 ones bound d first
         check_memory([("task.dim", 8.0 * 8 * (1 + 2 * dim) ** 2)], mem, container, "the predictions")
     build.instantiate_group(cfg.task, "task")
-    if cfg.get("claims", "all") != "all":
+    if cfg.get("claims", "all") not in ("all", "objective"):
         from ptforget.check import selected_claims
 
         check(OmegaConf.is_list(cfg.claims) and len(cfg.claims) > 0, "claims", cfg.claims,
-              "'all' or a non-empty list of claim ids, e.g. [P1,P10]")
+              "'objective', 'all' or a non-empty list of claim ids, e.g. [P1,P10]")
         selected_claims(cfg)
     tc = theory_config(cfg, whitened=True)
     _, keys = theory_fields(cfg)
