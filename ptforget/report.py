@@ -55,7 +55,8 @@ DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_d
 #: never grouping keys: the seeds (groups average over them)
 NEVER_GROUP = ("seed", "seeds")
 #: settings that do not change a run's result (ptforget.train.NON_RESULT_KEYS, and these leaves anywhere)
-NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
+                "task_name")
 NOT_SETTING_LEAVES = ("cache_dir", "enable_progress_bar")
 #: config groups whose option names a block of keys anywhere in the config (a global package)
 GLOBAL_GROUPS = ("experiment",)

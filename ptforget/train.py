@@ -29,7 +29,8 @@ from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, rea
 log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
+                   "task_name")
 #: statuses of a run that has ended for good (its folder is reused only by the same config)
 FINISHED = ("complete", "diverged")
 #: the lock file that keeps two processes out of one run folder
@@ -268,6 +269,7 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     summary = _write_members(cfg, run_dir, module, "complete", "", time.perf_counter() - t0)
     ckpt.unlink(missing_ok=True)
     build.finish_logger(logger)
+    _wandb_runs(cfg, run_dir, summary)
     if signum is not None:  # the signal came after the last step: the run is complete, the process still stops
         raise interrupt.RunInterrupted(signum, f"interrupted by {interrupt.signal_name(signum)} after {run_dir} "
                                                "completed")
@@ -290,8 +292,9 @@ def _stop_interrupted(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, 
 def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, status: str, reason: str,
                     wall: float) -> None:
     """Write the summaries of a run that stopped early; a failure to write (full disk) never hides the cause."""
+    summary = None
     try:
-        _write_members(cfg, run_dir, module, status, reason, wall)
+        summary = _write_members(cfg, run_dir, module, status, reason, wall)
     except OSError as err:
         if environment_error(err) is None:  # a full disk is reported once, by the entry point
             log.error("could not record the %s run in %s: %s", status, run_dir, err)
@@ -299,6 +302,16 @@ def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, st
         build.finish_logger(logger)
     except Exception as err:
         log.error("could not close the logger of %s: %s", run_dir, err)
+    if summary is not None and status != "interrupted":  # an interrupted run resumes: it is logged when it ends
+        _wandb_runs(cfg, run_dir, summary)
+
+
+def _wandb_runs(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> None:
+    """logger=wandb: one W&B run per seed from the files just written (``ptforget.wandb_runs``)."""
+    if cfg.logger.get("kind") == "wandb":
+        from ptforget.wandb_runs import log_runs
+
+        log_runs(cfg, run_dir, summary)
 
 
 def _resume_failed(ckpt: Path, err: BaseException) -> None:
