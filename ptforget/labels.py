@@ -6,7 +6,8 @@ from __future__ import annotations
 LABELS: dict[str, str] = {
     "old_mass": "old-region mass",
     "weight": "old-component weight",
-    "drift": "old-mode drift (region view)",
+    "drift": "old-core drift since the start",
+    "region_drift": "old-region mean's distance from p*'s",
     "comp_drift": "old-component drift ||mu_o - mu_o*||",
     "new_error": "new-mode error (region view)",
     "comp_new_error": "new-component error ||mu_n - mu_n*||",

@@ -32,7 +32,7 @@ import numpy as np
 
 from ptforget.io import atomic_replace
 from ptforget.labels import label_of
-from ptforget.stats import mean_ci
+from ptforget.stats import mean_ci, metric_range
 
 Curve = tuple[Sequence[float], Sequence[float]]
 
@@ -58,9 +58,11 @@ def _is_group(entry: Any) -> bool:
     return np.ndim(first[0]) >= 1 if len(first) else False
 
 
-def mean_band(curves: Sequence[Curve], level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_band(curves: Sequence[Curve], level: float = 0.95,
+              bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean and t-interval over several curves, step by step (union of steps; each step uses the curves that
-    have it). Returns (steps, mean, lo, hi); lo/hi equal the mean where only one curve has the step."""
+    have it), the band clipped to ``bounds`` (the values the metric can take). Returns (steps, mean, lo, hi);
+    lo/hi equal the mean where only one curve has the step."""
     by_step: dict[float, list[float]] = {}
     for steps, vals in curves:
         for s, v in zip(np.asarray(steps, float), np.asarray(vals, float), strict=True):
@@ -73,13 +75,14 @@ def mean_band(curves: Sequence[Curve], level: float = 0.95) -> tuple[np.ndarray,
         mean[i] = st["mean"]
         lo[i] = st["lo"] if st["n"] > 1 else st["mean"]
         hi[i] = st["hi"] if st["n"] > 1 else st["mean"]
-    return xs, mean, lo, hi
+    return xs, mean, np.maximum(lo, bounds[0]), np.minimum(hi, bounds[1])
 
 
-def _draw(ax: Any, entry: Any, label: str, color: Any = None, **kw: Any) -> Any:
-    """Draw a curve or a group of curves (mean line + band) on ``ax``; returns the line."""
+def _draw(ax: Any, entry: Any, label: str, color: Any = None, key: str | None = None, **kw: Any) -> Any:
+    """Draw a curve or a group of curves (mean line + band, clipped to the range of metric ``key``) on ``ax``;
+    returns the line."""
     if _is_group(entry):
-        xs, m, lo, hi = mean_band(entry)
+        xs, m, lo, hi = mean_band(entry, bounds=metric_range(key) if key else (-np.inf, np.inf))
         n = len(entry)
         (line,) = ax.plot(xs, m, color=color, label=f"{label} (n={n})" if n > 1 else label, **kw)
         if n > 1:
@@ -109,7 +112,7 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for label, entry in curves.items():
-        _draw(ax, entry, str(label))
+        _draw(ax, entry, str(label), key=key)
     for i, (label, curve) in enumerate(_theory_items(theory)):
         steps, vals = curve
         ax.plot(np.asarray(steps, float), np.asarray(vals, float), ("--", ":", "-.")[i % 3],
@@ -452,7 +455,7 @@ def plot_facets(panels: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]
         for (ckey, skey), data in lines.items():
             colour = colour_of(ckey, colours)
             label = ", ".join(x for x in (ckey, skey) if x)
-            line = _draw(ax, list(data["runs"]), label, color=colour, linestyle=styles[skey], lw=1.5)
+            line = _draw(ax, list(data["runs"]), label, color=colour, key=key, linestyle=styles[skey], lw=1.5)
             handles.setdefault(label, line)
             theory = data.get("theory")
             if theory is not None:

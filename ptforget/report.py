@@ -40,14 +40,14 @@ from typing import Any
 
 from ptforget.io import atomic_write_text
 from ptforget.io import read_trajectory as read_trajectory_columns
-from ptforget.stats import mean_ci
+from ptforget.stats import clipped_ci
 
 # Columns taken from summary.json as they are (the metric columns come from "final", "extremes", "forgetting",
 # "target" and "pretrain"); the summary's class names go to generator_class / objective_name, since "generator"
 # and "objective" are the group options the user chose.
 META_KEYS = ("status", "reason", "diverged_step", "seed", "steps", "max_steps", "wall_time_s", "config_hash")
 # Preferred order of metric columns; others follow alphabetically.
-METRIC_ORDER = ("old_mass", "weight", "drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
+METRIC_ORDER = ("old_mass", "weight", "drift", "region_drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
                 "kl_q_pstar", "kl_pstar_q", "old_mass_deficit", "old_mass_first_minus_last",
                 "old_mass_max_minus_last", "target_old_mass")
 # Metrics shown in summary.md and on stdout unless metrics=[...] says otherwise.
@@ -267,6 +267,8 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
     for key in META_KEYS:
         if key in summary:
             row[key] = summary[key]
+    if summary.get("undefined"):  # why a metric is NaN (an empty old core): said, not averaged
+        row["undefined"] = "; ".join(f"{k}: {v}" for k, v in summary["undefined"].items())
     if "generator" in summary:
         row["generator_class"] = summary["generator"]
         row.setdefault("generator", summary["generator"])  # no recorded choice: the class name, as before
@@ -445,7 +447,8 @@ def aggregate(rows: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
 
     Each output row holds the group values, ``n_runs`` (all runs in the group), ``n`` (runs used), ``n_bad`` (runs
     left out) and, per metric ``m``: ``m_n``, ``m_mean``, ``m_std``, ``m_ci`` (half-width of the ``level`` t-interval,
-    NaN when fewer than two finite values), ``m_lo`` and ``m_hi``.
+    NaN when fewer than two finite values), ``m_lo`` and ``m_hi`` (the interval clipped to the metric's range,
+    ``ptforget.stats.metric_range``: a mass's band never goes below 0).
     """
     by = list(swept_keys(rows) if by is None else by)
     metrics = list(metric_keys(rows) if metrics is None else metrics)
@@ -457,7 +460,7 @@ def aggregate(rows: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
         agg["n"] = len(used)
         agg["n_bad"] = len(members) - len(used)
         for m in metrics:
-            st = mean_ci((r.get(m) for r in used), level=level)
+            st = clipped_ci((r.get(m) for r in used), m, level=level)
             for stat in ("n", "mean", "std", "ci", "lo", "hi"):
                 agg[f"{m}_{stat}"] = st[stat]
         out.append(agg)

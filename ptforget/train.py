@@ -431,10 +431,26 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
         "forgetting": forgetting,
         "pretrain": getattr(module.generator, "pretrain_stats", {}),
         "target": target,
+        "undefined": undefined_metrics(history),
         "overrides": _overrides(),
         "choices": _choices(),
         "config": {k: v for k, v in cfg.items() if k != "hydra"},
     }
+
+
+def undefined_metrics(history: list[dict[str, float]]) -> dict[str, str]:
+    """Why a metric is NaN in a run (its metrics stay NaN rather than a number that means nothing): the old core
+    held (almost) none of the model's mass at some evaluations, so its location ``core_pos`` and the ``drift``
+    measured from it are undefined there."""
+    from ptforget.generators.base import CORE_MIN_MASS
+
+    empty = [int(r["step"]) for r in history if "core_pos" in r and r["core_pos"] != r["core_pos"]]
+    if not empty:
+        return {}
+    why = (f"the old core (1 to 3 units beyond mu_o*) held less than {CORE_MIN_MASS:g} of the model's mass at "
+           f"{len(empty)} of {len(history)} evaluations (first at step {empty[0]}): the old mode has left it, so "
+           "its location is undefined there (NaN; min/max are over the defined values)")
+    return {"core_pos": why, "drift": why}
 
 
 def target_values(task: Any) -> dict[str, float]:

@@ -58,6 +58,7 @@ def test_every_group_gets_a_prediction_and_the_figures_draw_it(real_sweep: Path,
         if a["generator"] == "gmm":
             assert abs(a["old_mass_mean"] - a["predicted_old_mass"]) < 0.02, a
             assert abs(a["weight_mean"] - a["predicted_weight"]) < 0.02, a
+            assert abs(a["drift_mean"] - a["predicted_drift"]) < 0.02 + 0.1 * a["predicted_drift"], a
     # the prediction follows the objective: SFT loses the old mass, reverse KL keeps p*'s
     by_key = {(a["generator"], a["objective"], a["task.delta"]): a for a in groups}
     assert by_key[("gmm", "fkl", 5)]["predicted_old_mass"] < 0.3 < by_key[("gmm", "rkl", 5)]["predicted_old_mass"]
