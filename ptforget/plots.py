@@ -48,6 +48,13 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _title(ax: Any, text: str, width: int = 64) -> None:
+    """A figure title wrapped to the axes' width (a long one would be cut off at the figure's edge)."""
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(text, width)) or text, fontsize="medium")
+
+
 def _is_group(entry: Any) -> bool:
     """True if ``entry`` is a list of curves (several seeds) rather than a single (steps, values) curve."""
     if isinstance(entry, Mapping) or len(entry) == 0:
@@ -103,25 +110,41 @@ def _theory_items(theory: Any, default_label: str = "theory") -> list[tuple[str,
 
 def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: str = "old_mass",
                       title: str | None = None, theory: Any = None, logy: bool = False,
-                      ylabel: str | None = None) -> Path:
+                      ylabel: str | None = None, logx: bool = False,
+                      colours: Mapping[str, str] | None = None) -> Path:
     """Learned curves of ``key`` against step.
 
     ``curves``: label -> (steps, values), or label -> list of (steps, values) (seeds: mean and 95% band).
-    ``theory``: None, one (steps, values) curve, or label -> curve; drawn dashed in black/grey shades.
-    ``logy``: a log y-scale (non-positive values are not drawn); ``ylabel`` replaces the label of ``key``.
+    ``theory``: None, one (steps, values) curve, or label -> curve; a theory label that is also a curve's label
+    is drawn dashed in that curve's colour, the others dashed in black/grey shades.
+    ``logy`` / ``logx``: log scales (a power law such as 1/t is a straight line on log-log axes; non-positive
+    values, step 0 included, are not drawn there); ``ylabel`` replaces the label of ``key``. ``colours``: label ->
+    a colour key (an objective: ``OBJECTIVE_COLORS``), so the same objective has the same colour everywhere.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    taken: dict[str, Any] = {}
+    drawn: dict[str, Any] = {}
     for label, entry in curves.items():
-        _draw(ax, entry, str(label), key=key)
-    for i, (label, curve) in enumerate(_theory_items(theory)):
-        steps, vals = curve
-        ax.plot(np.asarray(steps, float), np.asarray(vals, float), ("--", ":", "-.")[i % 3],
-                color=str(0.25 * (i % 3)), label=str(label), lw=1.6)
+        colour = colour_of(colours[label], taken) if colours and label in colours else None
+        drawn[str(label)] = _draw(ax, _positive_steps(entry) if logx else entry, str(label), color=colour, key=key)
+    shade = 0
+    for label, curve in _theory_items(theory):
+        steps, vals = (np.asarray(c, float) for c in curve)
+        if logx:
+            steps, vals = steps[steps > 0], vals[steps > 0]
+        if str(label) in drawn:
+            ax.plot(steps, vals, "--", color=drawn[str(label)].get_color(), lw=1.4, label=f"{label}: theory")
+        else:
+            ax.plot(steps, vals, ("--", ":", "-.")[shade % 3], color=str(0.25 * (shade % 3)), label=str(label),
+                    lw=1.6)
+            shade += 1
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(label_of("step"))
     ax.set_ylabel(ylabel or label_of(key))
-    ax.set_title(title or f"{label_of(key)} over training")
+    _title(ax, title or f"{label_of(key)} over training")
     ax.grid(alpha=0.3)
     if curves or theory is not None:
         if len(curves) + len(_theory_items(theory)) > 5:  # beside the axes: inside, it would hide curves
@@ -129,6 +152,14 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
         else:
             ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _positive_steps(entry: Any) -> Any:
+    """A curve (or group of curves) without its steps <= 0, for a log step axis."""
+    if _is_group(entry):
+        return [_positive_steps(c) for c in entry]
+    steps, vals = (np.asarray(c, float) for c in entry)
+    return steps[steps > 0], vals[steps > 0]
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
@@ -166,7 +197,7 @@ def plot_drift_vs_delta(deltas: Sequence[float], drifts: Any, path: str | os.Pat
     ax.set_yscale("log")
     ax.set_xlabel(r"separation $\Delta$")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or r"drift vs $\Delta$")
+    _title(ax, title or r"drift vs $\Delta$")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -205,7 +236,7 @@ def plot_replay(lambdas: Sequence[float], final_weights: Any, path: str | os.Pat
     ax.plot([lo, hi], [lo, hi], "--", color="black", label="y = x")
     ax.set_xlabel(r"replay fraction $\lambda$")
     ax.set_ylabel("final old-component weight")
-    ax.set_title(title or "replay: final weight vs replay fraction")
+    _title(ax, title or "replay: final weight vs replay fraction")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -242,7 +273,7 @@ def plot_starvation(batch_sizes: Sequence[float], measured: Mapping[str, Sequenc
         ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "starvation vs batch size")
+    _title(ax, title or "starvation vs batch size")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -255,20 +286,29 @@ def _method_curve(data: Mapping[str, Any], key: str) -> Any:
 
 
 def plot_method_comparison(curves_by_method: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
-                           keys: Sequence[str] = ("old_mass", "new_error"), title: str | None = None) -> Path:
+                           keys: Sequence[str] = ("old_mass", "new_error"), title: str | None = None,
+                           theory: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Side-by-side panels (default: old mass and new-mode error vs step), one line per method.
 
     ``curves_by_method``: method -> {metric: curve or list of curves}, or method -> trajectory columns
     ``{"step": [...], "old_mass": [...], "new_error": [...]}``. A method missing a metric is skipped there.
+    ``theory``: method -> {metric: curve, or a number (a predicted end value, drawn as a horizontal line)}, dashed
+    in the method's colour. A method named as an objective (``sdft``) has that objective's colour.
     """
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.0), squeeze=False)
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    for j, (method, data) in enumerate(curves_by_method.items()):
-        color = cycle[j % len(cycle)]
+    taken: dict[str, Any] = {}
+    for method, data in curves_by_method.items():
+        color = colour_of(str(method), taken)
         for ax, key in zip(axes[0], keys, strict=True):
             entry = _method_curve(data, key)
             if entry is not None:
-                _draw(ax, entry, str(method), color=color)
+                _draw(ax, entry, str(method), color=color, key=key)
+            pred = (theory or {}).get(method, {}).get(key)
+            if isinstance(pred, int | float):
+                ax.axhline(float(pred), linestyle="--", color=color, lw=1.2, label=f"{method}: theory")
+            elif pred is not None:
+                ax.plot(np.asarray(pred[0], float), np.asarray(pred[1], float), "--", color=color, lw=1.2,
+                        label=f"{method}: theory")
     for ax, key in zip(axes[0], keys, strict=True):
         ax.set_xlabel(label_of("step"))
         ax.set_ylabel(label_of(key))
@@ -390,32 +430,38 @@ def plot_density_panels(panels: Mapping[tuple[str, str], tuple[Sequence[tuple], 
 
 def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
                          title: str | None = None, logy: bool = False,
-                         predicted: Mapping[str, tuple] | None = None) -> Path:
+                         predicted: Mapping[str, tuple] | None = None,
+                         colours: Mapping[str, str] | None = None, logx: bool = False) -> Path:
     """Aggregated metric against a numeric parameter, one line per label.
 
     ``series``: label -> ``(xs, means)`` or ``(xs, means, lo, hi)`` (the interval is drawn as error bars
     where finite). ``predicted``: label -> ``(xs, values)``, the theory's line for that series, dashed in its
-    colour.
+    colour. ``colours``: label -> a colour key (an objective), so one objective has one colour in every figure.
+    ``logx``: a log x-scale (a scaling law).
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    taken: dict[str, Any] = {}
     for label, data in series.items():
         xs, ms = np.asarray(data[0], float), np.asarray(data[1], float)
+        colour = colour_of(colours[label], taken) if colours and label in colours else None
         if len(data) >= 4:
             lo, hi = np.asarray(data[2], float), np.asarray(data[3], float)
             ok = np.isfinite(lo) & np.isfinite(hi)
             err = np.vstack([np.where(ok, ms - lo, 0.0), np.where(ok, hi - ms, 0.0)])
-            line = ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label)).lines[0]
+            line = ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label), color=colour).lines[0]
         else:
-            (line,) = ax.plot(xs, ms, "o-", label=str(label))
+            (line,) = ax.plot(xs, ms, "o-", label=str(label), color=colour)
         if predicted and label in predicted:
             px, py = predicted[label]
             ax.plot(np.asarray(px, float), np.asarray(py, float), "--", color=line.get_color(), lw=1.4,
                     label=f"{label}: theory")
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs {xlabel}", fontsize="medium")
+    _title(ax, title or f"{ylabel} vs {xlabel}")
     ax.grid(alpha=0.3)
     if series:
         many = len(series) * (2 if predicted else 1) > 6

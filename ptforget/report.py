@@ -588,11 +588,14 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
             others = [k for k in by if k != key]
             series: dict[str, tuple[list, list, list, list]] = {}
             pred_series: dict[str, tuple[list, list]] = {}
+            colours: dict[str, str] = {}
             for a in sorted(agg, key=lambda a: _sort_key(a.get(key))):
                 if a.get(f"{metric}_n", 0) == 0:
                     continue
                 lab = _label({k: a.get(k) for k in others}) if others else plots.label_of(metric)
                 xs, ms, lo, hi = series.setdefault(lab, ([], [], [], []))
+                if a.get("objective") is not None:  # one colour per objective in every figure
+                    colours[lab] = str(a["objective"])
                 xs.append(a[key])
                 ms.append(a[f"{metric}_mean"])
                 lo.append(a[f"{metric}_lo"])
@@ -607,7 +610,8 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
                     series, out_dir / f"final_{_safe_name(metric)}_vs_{_safe_name(key)}.png",
                     xlabel=plots.label_of(key), ylabel=plots.label_of(metric), logy=logy,
                     title=f"{plots.label_of(metric)} vs {plots.label_of(key)}\n(mean, 95% CI over seeds"
-                          + ("; dashed: theory)" if pred_series else ")"), predicted=pred_series or None))
+                          + ("; dashed: theory)" if pred_series else ")"), predicted=pred_series or None,
+                    colours=colours))
     for column in dict.fromkeys(trajectories):
         figs += _trajectory_figures(good, by, out_dir, column, max_lines)
     return figs
@@ -618,10 +622,13 @@ def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path
     from ptforget import plots
 
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    colours: dict[str, str] = {}
     for vals, members in group_rows(good, by):
         trajs = [t for t in (read_trajectory(r["_dir"], column) for r in members if "_dir" in r) if t and t[0]]
         if trajs:
             curves[_label(vals)] = trajs
+            if members[0].get("objective") is not None:
+                colours[_label(vals)] = str(members[0]["objective"])
     if not curves:
         return []
     if len(curves) <= max_lines or not by:
@@ -633,7 +640,8 @@ def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path
             if lab in curves:
                 chunks.setdefault(f"_{_safe_name(f'{by[0]}={_fmt(vals[by[0]])}')}", {})[lab] = curves[lab]
     return [plots.plot_trajectories(cs, out_dir / f"trajectories_{_safe_name(column)}{suffix}.png", key=column,
-                                    title=f"{plots.label_of(column)} over training (mean, 95% band over seeds)")
+                                    title=f"{plots.label_of(column)} over training (mean, 95% band over seeds)",
+                                    colours=colours)
             for suffix, cs in chunks.items()]
 
 
