@@ -695,8 +695,21 @@ def train_app(cfg: DictConfig) -> float | None:
             line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)))
     else:
         _print_runs(cfg, summary, run_dir)
+    if cfg.get("optimized_metric") == "theory_gap":
+        return _theory_gap(cfg, summary, run_dir)
     members = summary.get("members")
     return (members[0] if members else summary).get("final", {}).get("old_mass")
+
+
+def _theory_gap(cfg: DictConfig, summary: dict[str, Any], run_dir: Path) -> float:
+    """``optimized_metric=theory_gap``: |measured - predicted| final old mass, written to theory_gap.json."""
+    from ptforget.io import write_json
+    from ptforget.predict import theory_gap
+
+    config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    gap = theory_gap(config, summary)
+    write_json(run_dir / "theory_gap.json", gap)
+    return float(gap["theory_gap"])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="theory")

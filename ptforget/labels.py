@@ -17,6 +17,7 @@ LABELS: dict[str, str] = {
     "kl_pstar_q": "KL(p* || q)",
     "loss": "training loss",
     "old_mass_deficit": "old-mass deficit vs p* (target - final)",
+    "theory_gap": "|measured - predicted| final old-region mass",
     "old_mass_first_minus_last": "old mass lost since the start",
     "old_mass_max_minus_last": "old mass below its peak",
     "target_old_mass": "target old-region mass (p*)",

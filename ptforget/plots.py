@@ -528,9 +528,44 @@ def plot_facets(panels: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]
     return _save(fig, path)
 
 
+def plot_search(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, xs: Sequence[str], y: str,
+                colour: str = "generator", logx: Sequence[str] = (), title: str | None = None) -> Path:
+    """The trials of a search: ``y`` against each of ``xs`` (one panel each), one colour per value of ``colour``,
+    the best trial ringed. ``points``: one mapping per trial (its settings and ``y``)."""
+    good = [p for p in points if isinstance(p.get(y), int | float) and np.isfinite(p[y])]
+    fig, axes = plt.subplots(1, len(xs), figsize=(4.2 * len(xs) + 1.6, 3.8), sharey=True, squeeze=False)
+    taken: dict[str, Any] = {}
+    best = max(good, key=lambda p: p[y]) if good else None
+    for ax, key in zip(axes[0], xs, strict=True):
+        for value in dict.fromkeys(str(p.get(colour)) for p in good):
+            sel = [p for p in good if str(p.get(colour)) == value]
+            ax.scatter([float(p[key]) for p in sel], [float(p[y]) for p in sel], s=28, label=f"{colour}={value}",
+                       color=colour_of(value, taken), alpha=0.85)
+        if best is not None:
+            ax.scatter([float(best[key])], [float(best[y])], s=160, facecolors="none", edgecolors="black",
+                       label="largest gap")
+        if key in logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(label_of(key))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(label_of(y))
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title or f"{label_of(y)}: {len(good)} trials", fontsize="medium")
+    return _save(fig, path)
+
+
 __all__: list[str] = [
-    "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
-    "plot_facets", "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation",
+    "label_of",
+    "mean_band",
+    "plot_density_evolution",
+    "plot_density_panels",
+    "plot_drift_vs_delta",
+    "plot_facets",
+    "plot_method_comparison",
+    "plot_metric_vs_param",
+    "plot_replay",
+    "plot_search",
+    "plot_starvation",
     "plot_trajectories",
 ]
 

@@ -270,3 +270,18 @@ def write_combined(sweep_dir: Any, row_file: str = "theory_row.json") -> Any:
         w.writerows(rows)
         atomic_write_text(out, buf.getvalue())
     return out
+
+
+# ---------------------------------------------------------------------------------------------- theory gap
+def theory_gap(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """How far a finished run is from the theory: measured and predicted final old-region mass (the mean over the
+    run's seeds) and ``theory_gap`` = |measured - predicted| (NaN, with the basis saying why, when the theory does
+    not predict this config). The scalar ``optimized_metric=theory_gap`` returns to Hydra's Optuna sweeper."""
+    members = summary.get("members") or [summary]
+    finals = [float((m.get("final") or {}).get("old_mass", math.nan)) for m in members]
+    finals = [v for v in finals if math.isfinite(v)]
+    measured = sum(finals) / len(finals) if finals else math.nan
+    pred = predict_config({k: v for k, v in config.items() if k not in ("seed", "seeds")})
+    predicted = pred.final.get("old_mass", math.nan)
+    return {"theory_gap": abs(measured - predicted), "measured_old_mass": measured,
+            "predicted_old_mass": predicted, "theory_basis": pred.basis, "theory_note": pred.reason}

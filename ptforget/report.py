@@ -56,7 +56,7 @@ DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_d
 NEVER_GROUP = ("seed", "seeds")
 #: settings that do not change a run's result (ptforget.train.NON_RESULT_KEYS, and these leaves anywhere)
 NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
-                "task_name")
+                "task_name", "optimized_metric")
 NOT_SETTING_LEAVES = ("cache_dir", "enable_progress_bar")
 #: config groups whose option names a block of keys anywhere in the config (a global package)
 GLOBAL_GROUPS = ("experiment",)
@@ -276,6 +276,7 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
         row["objective_name"] = summary["objective"]
         row.setdefault("objective", summary["objective"])
     metrics = summary_metrics(summary)
+    metrics.update(_theory_gap_metric(run_dir))
     if "target_old_mass" not in metrics and config is not None and "old_mass" in metrics:
         target = _target_old_mass(config)
         if target is not None:
@@ -287,6 +288,16 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
     row["_choice_keys"] = list(chosen)
     row["_metric_keys"] = list(metrics)
     return row
+
+
+def _theory_gap_metric(run_dir: Path) -> dict[str, float]:
+    """``theory_gap`` of a run of the theory-gap search (its ``theory_gap.json``, beside an ensemble's members)."""
+    for d in (run_dir, run_dir.parent):
+        try:
+            return {"theory_gap": _to_float(json.loads((d / "theory_gap.json").read_text())["theory_gap"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {}
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
@@ -708,6 +719,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
                         x_key=preset.get("x"), logy=bool(preset.get("logy")), predicted=predicted)
         if theory:
             figs += theory_figures(rows, agg, by, out, predicted)
+        figs += search_figures(rows, out)
         if figs:
             md += ["", "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figs]]
     markdown = "\n".join(md).rstrip("\n") + "\n"
@@ -785,6 +797,22 @@ def theory_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequ
         cells.append(f"{basis}: {a.get('theory_note', '')}" if a.get("theory_note") else basis)
         lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def search_figures(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``theory_gap_search.png`` for a theory-gap search (runs that report ``theory_gap``): the gap against the
+    separation, beta* and the step size, one colour per generator, the largest gap ringed."""
+    from ptforget import plots
+
+    good = [r for r in rows if r.get("status", "complete") == "complete" and "theory_gap" in r]
+    xs = [k for k in ("task.delta", "task.beta_star", "optimizer.lr", "objective.batch") if
+          len({r.get(k) for r in good}) > 1]
+    if len(good) < 2 or not xs:
+        return []
+    return [plots.plot_search(good, out_dir / "theory_gap_search.png", xs, "theory_gap", colour="generator",
+                              logx=("optimizer.lr", "objective.batch"),
+                              title=f"theory-gap search: |measured - predicted| final old-region mass, "
+                                    f"{len(good)} trials")]
 
 
 def theory_figures(rows: Sequence[dict[str, Any]], agg: Sequence[dict[str, Any]], by: Sequence[str], out_dir: Path,

@@ -30,7 +30,7 @@ log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
 NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
-                   "task_name")
+                   "task_name", "optimized_metric")
 #: statuses of a run that has ended for good (its folder is reused only by the same config)
 FINISHED = ("complete", "diverged")
 #: the lock file that keeps two processes out of one run folder

@@ -96,7 +96,7 @@ def log_runs(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> list[Pa
     mode = mode_of(cfg)
     if mode == "disabled":
         return []
-    cache = Path(str(cfg.paths.get("cache_dir", ".cache/ptforget"))) / "wandb"
+    cache = Path(str(cfg.paths.get("cache_dir") or ".cache/ptforget")) / "wandb"
     for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR"):
         os.environ.setdefault(var, str(cache / var.removeprefix("WANDB_").lower()))
     os.environ.setdefault("WANDB_SILENT", "true")
