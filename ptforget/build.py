@@ -229,6 +229,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # on a host with srun, Lightning suggests launching with it, 2-3 times per run; ptforget runs its own jobs
+    warnings.filterwarnings("ignore", message=".*`srun` command is available on your system.*")
 
 
 #: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)

@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -525,7 +526,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
                 return None  # a console script exits with what this returns: 0
             if pre is not None and pre.pin is not None:
                 sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
-            with _locked(pre), _lean_sweep_validation(pre):
+            with _locked(pre), _lean_sweep_validation(pre), _sweep_clock(pre):
                 result = app()
             if pre is not None and pre.multirun and config_name == "train":
                 _sweep_done(pre)
@@ -539,6 +540,37 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
             if env is None:
                 raise
             fail_environment(env)
+
+
+#: the sweep's job count and start time, for the ETA on each job's line (jobs of a launcher inherit them)
+SWEEP_CLOCK = "PTFORGET_SWEEP_CLOCK"
+
+
+@contextmanager
+def _sweep_clock(pre: Preflight | None) -> Iterator[None]:
+    """Within a multirun: ``PTFORGET_SWEEP_CLOCK`` = "<jobs> <start time>" (read by ``_eta``)."""
+    if pre is None or not pre.multirun or not pre.jobs:
+        yield
+        return
+    os.environ[SWEEP_CLOCK] = f"{len(pre.jobs)} {time.time():.3f}"
+    try:
+        yield
+    finally:
+        os.environ.pop(SWEEP_CLOCK, None)
+
+
+def _eta(job: int) -> str:
+    """"; job 3/8, ETA 1 min 20 s" after job ``job`` of a sweep (from the mean time per job so far)."""
+    try:
+        total, start = os.environ[SWEEP_CLOCK].split()
+        n, t0 = int(total), float(start)
+    except (KeyError, ValueError):
+        return ""
+    done = job + 1
+    left = max(n - done, 0)
+    eta = (time.time() - t0) / done * left
+    when = f"{eta:.0f} s" if eta < 90 else f"{eta // 60:.0f} min {eta % 60:.0f} s"
+    return f"; job {done}/{n}" + (f", ETA {when}" if left else "")
 
 
 @contextmanager
@@ -692,7 +724,7 @@ def train_app(cfg: DictConfig) -> float | None:
             from ptforget.summary import job_line
             from ptforget.terminal import line
 
-            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)))
+            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)) + _eta(int(hc.job.num)))
     else:
         _print_runs(cfg, summary, run_dir)
     if cfg.get("optimized_metric") == "theory_gap":
@@ -870,6 +902,8 @@ def theory_main() -> Any:
 
 def check_main() -> Any:
     """Entry point of ptforget-check."""
+    if _app_help("check"):
+        return None
     return run_checked(check_app, "check", validate.validate_check)
 
 
