@@ -545,7 +545,11 @@ def plot_search(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, xs
             ax.scatter([float(best[key])], [float(best[y])], s=160, facecolors="none", edgecolors="black",
                        label="largest gap")
         if key in logx:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label_of(key))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(label_of(y))
