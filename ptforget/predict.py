@@ -55,7 +55,8 @@ class RunPrediction:
         return out
 
 
-def _none(reason: str) -> RunPrediction:
+def no_prediction(reason: str) -> RunPrediction:
+    """NaN predictions with the reason the theory does not cover a config."""
     return RunPrediction({m: math.nan for m in PREDICTED}, "none", reason)
 
 
@@ -91,15 +92,15 @@ def predict_config(config: dict[str, Any], record_every: int | None = None) -> R
         task = TwoModeTask(**{k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items()
                               if not str(k).startswith("_")})
     except Exception as err:
-        return _none(f"no task in the config ({type(err).__name__}: {err})")
+        return no_prediction(f"no task in the config ({type(err).__name__}: {err})")
     if task.new_shift:
-        return _none("task.new_shift moves q0's new mode off the axis: the two-mode flow does not cover it")
+        return no_prediction("task.new_shift moves q0's new mode off the axis: the two-mode flow does not cover it")
     from ptforget.bridge import theory_config
 
     try:
         tc = theory_config(cfg)
     except ConfigError as err:
-        return _none(f"the theory does not cover this config ({err})")
+        return no_prediction(f"the theory does not cover this config ({err})")
     obj_cls = target_class(cfg.objective)
     name = getattr(obj_cls, "name", str(cfg.objective.get("_target_", "?")))
     optimizer = str(cfg.optimizer.get("name", "adam"))
@@ -111,14 +112,14 @@ def predict_config(config: dict[str, Any], record_every: int | None = None) -> R
         return _gd(task, tc, flow_obj, every)
     if name in ("sdft", "ttt_discover", "oapl"):
         return _law(task, tc, name, cfg)
-    return _none(f"objective {name}: no prediction of the theory")
+    return no_prediction(f"objective {name}: no prediction of the theory")
 
 
 def _gd(task: Any, tc: Any, objective: str, every: int) -> RunPrediction:
     try:
         r = tc.flow(objective, record_every=max(1, every))
     except (FloatingPointError, ValueError) as err:
-        return _none(f"the population flow does not run at this step ({err})")
+        return no_prediction(f"the population flow does not run at this step ({err})")
     w = r["weight"]
     reg = _region(task, w, r["old_mean"], r["new_mean"])
     drift = np.abs(reg["core"] - reg["core"][0])
@@ -134,7 +135,8 @@ def _optimum(task: Any, tc: Any, objective: str, optimizer: str) -> RunPredictio
     elif tc.replay > 0 and tc.replay_source == "p_old":
         w, what = tc.replay, f"the replay mixture lam={tc.replay:g}"
     elif tc.replay > 0:
-        return _none(f"{optimizer}: replay from q0 has no optimizer-free optimum (its mixture moves with the run)")
+        return no_prediction(f"{optimizer}: replay from q0 has no optimizer-free optimum (its mixture moves with "
+                             "the run)")
     else:
         w, what = 0.0, "p_new"
     reg = _region(task, np.array([w, tc.beta0]), np.zeros(2), np.array([tc.delta, tc.delta - tc.new_offset]))
@@ -149,7 +151,7 @@ def _law(task: Any, tc: Any, name: str, cfg: Any) -> RunPrediction:
 
     if name == "sdft":
         if cfg.objective.get("teacher", "anchor") != "anchor":
-            return _none("SDFT's ICL teacher: its law depends on the demonstrations, not predicted here")
+            return no_prediction("SDFT's ICL teacher: its law depends on the demonstrations, not predicted here")
         anchor = tc.beta_star if tc.sdft_anchor == "p_star" else 0.0
         alpha = float(cfg.objective.get("alpha_ema", 0.01))
         w = float(sdft_anchor_weight(int(tc.steps), float(tc.beta0), tc.sdft_lam, alpha, anchor)[-1])

@@ -975,6 +975,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
     if n_bad:
         print(f"\n{n_bad} run(s) not complete ({len(unreadable)} unreadable): see {res['summary_md']}")
+    if args.theory:
+        print(f"\ntheory: predicted_<metric> columns in {res['summary_csv'].name} and {res['summary_md'].name}, "
+              "theory_<metric>.png (dashed: the prediction for each group's config)")
     print(f"\nreport: {res['summary_md'].parent}")
     return 0
 
