@@ -14,7 +14,14 @@ Functions::
     plot_starvation(batch_sizes, measured, predicted, path, logx=True, ylabel=..., title=None)
     plot_method_comparison(curves_by_method, path, keys=("old_mass", "new_error"), title=None)
     plot_density_evolution(snapshots, path, task_info=None, max_panels=4)
-    plot_metric_vs_param(series, path, xlabel, ylabel, title=None, logy=False)
+    plot_metric_vs_param(series, path, xlabel, ylabel, title=None, logy=False, predicted=None, colours=None)
+    plot_facets(panels, path, key, title=None, logy=False, logx=False)   # one panel per generator or setting
+    plot_search(points, path, xs, y, colour="generator")                 # the trials of a search
+
+For a paper: one colour per objective or method everywhere (``OBJECTIVE_COLORS``, ``colour_of``), predictions
+dashed in their run's colour (``theory=`` / ``predicted=``), power laws on log-log axes (``logx``/``logy``), and
+one panel per setting where runs differ in Delta, start or length (``plot_facets``: facet = the setting, colour
+key = the method).
 """
 
 from __future__ import annotations
