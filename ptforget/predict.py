@@ -211,7 +211,7 @@ def config_lines(cfg: Any) -> list[str]:
     from omegaconf import OmegaConf
 
     config = OmegaConf.to_container(cfg, resolve=True)
-    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "theory", "limits", "output")})
+    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "limits", "output")})
     name, opt = objective_name(cfg), str(cfg.optimizer.get("name", "adam"))
     vals = ", ".join(f"{m} {v:.4g}" for m, v in pred.final.items() if math.isfinite(v)) or "none"
     lines = [f"config: objective {name}, optimizer {opt}, {int(cfg.trainer.max_steps)} steps; "
@@ -229,7 +229,7 @@ def combined_row(cfg: Any, preds: list[Any], overrides: list[str]) -> dict[str, 
 
     config = OmegaConf.to_container(cfg, resolve=True)
     row: dict[str, Any] = {"overrides": " ".join(overrides), "objective": objective_name(cfg)}
-    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "theory", "limits", "output")})
+    pred = predict_config({k: v for k, v in config.items() if k not in ("claims", "limits", "output")})
     row.update(pred.columns())
     for p in preds:
         for n, v, _unit, _note in p.quantities:
