@@ -755,8 +755,7 @@ def theory_columns(rows: Sequence[dict[str, Any]], agg: list[dict[str, Any]],
     ``predicted_weight``, ``predicted_drift``, ``theory_basis``, ``theory_note``: ``ptforget.predict``); return
     {index in ``agg``: RunPrediction} for the figures. Groups with the same config but for the seed share one
     computation."""
-    from ptforget.predict import _none as no_prediction
-    from ptforget.predict import predict_config
+    from ptforget.predict import no_prediction, predict_config
 
     cache: dict[str, Any] = {}
     out: dict[int, Any] = {}
