@@ -120,15 +120,11 @@ def make_logger(cfg: DictConfig, run_dir: Path, resume_step: int | None = None) 
         return False
     if kind == "csv":
         return _csv_logger(run_dir, resume_step)
-    os.environ.setdefault("WANDB_SILENT", "true")
-    os.environ.setdefault("WANDB_DIR", str(run_dir))
-    os.environ.setdefault("WANDB_CACHE_DIR", str(run_dir / ".wandb-cache"))
-    mode = cfg.logger.get("mode", "offline")
-    check_choice(mode, "logger.mode", WANDB_MODES)
+    # W&B: one run per seed, written from the run's files when it ends (ptforget.wandb_runs), not a live logger
+    check_choice(cfg.logger.get("mode", "offline"), "wandb_mode", WANDB_MODES)
     if not os.environ.get("WANDB_MODE", "x").strip():
         del os.environ["WANDB_MODE"]  # set but empty: wandb's settings would reject it with a long traceback
-    os.environ.setdefault("WANDB_MODE", mode)
-    return _wandb_logger(cfg, run_dir, mode)
+    return False
 
 
 def _csv_logger(run_dir: Path, resume_step: int | None) -> Any:
@@ -200,27 +196,6 @@ def wandb_reachable(timeout: float = WANDB_PROBE_S) -> bool:
     return bool(result and result[0])
 
 
-def _wandb_logger(cfg: DictConfig, run_dir: Path, mode: str) -> Any:
-    import wandb
-    from lightning.pytorch.loggers import WandbLogger
-
-    log = logging.getLogger("ptforget")
-    if mode == "online" and not wandb_reachable():
-        log.warning("W&B server unreachable within %.0f s: logging offline to %s (sync later with "
-                    "scripts/wandb_sync.sh)", WANDB_PROBE_S, run_dir)
-        mode = "offline"
-    kwargs = dict(project=cfg.logger.project, group=cfg.logger.get("group"), entity=cfg.logger.get("entity"),
-                  dir=str(run_dir), config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
-    try:
-        run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=60), **kwargs)
-    except Exception as err:  # the server went away between the probe and the handshake
-        if mode != "online":
-            raise
-        log.warning("W&B online start failed (%s): logging offline to %s", type(err).__name__, run_dir)
-        run = wandb.init(mode="offline", **kwargs)
-    return WandbLogger(experiment=run)
-
-
 def build_optimizer(params: list[dict[str, Any]], cfg: dict[str, Any]) -> torch.optim.Optimizer:
     """Adam or SGD over the generator's parameter groups (their learning-rate multipliers are kept).
 
@@ -254,6 +229,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    # on a host with srun, Lightning suggests launching with it, 2-3 times per run; ptforget runs its own jobs
+    warnings.filterwarnings("ignore", message=".*`srun` command is available on your system.*")
 
 
 #: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)

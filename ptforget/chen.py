@@ -1,4 +1,4 @@
-"""Chen et al. (2025)'s two-mode simulations, reproduced from their description (methods.md §1.3), every seed of a
+"""Chen et al. (2025)'s two-mode simulations, reproduced from their description (docs/theory.md), every seed of a
 run in one batched loop.
 
 Target p = 0.75 N(-3, 1) + 0.25 N(3.5, 0.7^2) (old mode left, new mode right), plain SGD on direct parameters,

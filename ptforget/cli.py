@@ -22,6 +22,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -525,7 +526,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
                 return None  # a console script exits with what this returns: 0
             if pre is not None and pre.pin is not None:
                 sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
-            with _locked(pre), _lean_sweep_validation(pre):
+            with _locked(pre), _lean_sweep_validation(pre), _sweep_clock(pre):
                 result = app()
             if pre is not None and pre.multirun and config_name == "train":
                 _sweep_done(pre)
@@ -539,6 +540,37 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
             if env is None:
                 raise
             fail_environment(env)
+
+
+#: the sweep's job count and start time, for the ETA on each job's line (jobs of a launcher inherit them)
+SWEEP_CLOCK = "PTFORGET_SWEEP_CLOCK"
+
+
+@contextmanager
+def _sweep_clock(pre: Preflight | None) -> Iterator[None]:
+    """Within a multirun: ``PTFORGET_SWEEP_CLOCK`` = "<jobs> <start time>" (read by ``_eta``)."""
+    if pre is None or not pre.multirun or not pre.jobs:
+        yield
+        return
+    os.environ[SWEEP_CLOCK] = f"{len(pre.jobs)} {time.time():.3f}"
+    try:
+        yield
+    finally:
+        os.environ.pop(SWEEP_CLOCK, None)
+
+
+def _eta(job: int) -> str:
+    """"; job 3/8, ETA 1 min 20 s" after job ``job`` of a sweep (from the mean time per job so far)."""
+    try:
+        total, start = os.environ[SWEEP_CLOCK].split()
+        n, t0 = int(total), float(start)
+    except (KeyError, ValueError):
+        return ""
+    done = job + 1
+    left = max(n - done, 0)
+    eta = (time.time() - t0) / done * left
+    when = f"{eta:.0f} s" if eta < 90 else f"{eta // 60:.0f} min {eta % 60:.0f} s"
+    return f"; job {done}/{n}" + (f", ETA {when}" if left else "")
 
 
 @contextmanager
@@ -692,11 +724,24 @@ def train_app(cfg: DictConfig) -> float | None:
             from ptforget.summary import job_line
             from ptforget.terminal import line
 
-            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)))
+            line(job_line(summary, run_dir, hc.job.num, list(hc.overrides.task)) + _eta(int(hc.job.num)))
     else:
         _print_runs(cfg, summary, run_dir)
+    if cfg.get("optimized_metric") == "theory_gap":
+        return _theory_gap(cfg, summary, run_dir)
     members = summary.get("members")
     return (members[0] if members else summary).get("final", {}).get("old_mass")
+
+
+def _theory_gap(cfg: DictConfig, summary: dict[str, Any], run_dir: Path) -> float:
+    """``optimized_metric=theory_gap``: |measured - predicted| final old mass, written to theory_gap.json."""
+    from ptforget.io import write_json
+    from ptforget.predict import theory_gap
+
+    config = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    gap = theory_gap(config, summary)
+    write_json(run_dir / "theory_gap.json", gap)
+    return float(gap["theory_gap"])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://ptforget.conf", config_name="theory")
@@ -711,16 +756,46 @@ def theory_app(cfg: DictConfig) -> None:
     from ptforget.theory import format_predictions, predictions_to_json
 
     tc = theory_config(cfg, whitened=True)
+    from ptforget.predict import applicable_claims
+
+    ids = applicable_claims(cfg) or [c.id for c in selected_claims(cfg)]
     try:
-        preds = predictions(tc, [c.id for c in selected_claims(cfg)])
+        preds = predictions(tc, ids)
     except FloatingPointError as err:  # a flow left its bounded region: the step is too large for it
         key = theory_fields(cfg)[1].get("lr", "theory.lr")
         raise ConfigError(key, tc.lr, f"a smaller step ({err})") from None
     out = theory_output(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     write_json(out, predictions_to_json(preds, tc, config={k: v for k, v in config.items() if k != "hydra"}))
+    _theory_config_block(cfg)
     print(format_predictions(preds, tc, width=width()))
     print(f"\nwritten: {out}")
+    _theory_sweep_table(cfg, preds)
+
+
+def _theory_config_block(cfg: DictConfig) -> None:
+    """The lines that say which objective, optimizer and steps the predictions are for (``ptforget.predict``)."""
+    import textwrap
+
+    from ptforget.predict import config_lines
+    from ptforget.terminal import width
+
+    for ln in config_lines(cfg):
+        print("\n".join(textwrap.wrap(ln, width() or 10**6, subsequent_indent="  ") or [""]))
+    print()
+
+
+def _theory_sweep_table(cfg: DictConfig, preds: list[Any]) -> None:
+    """In a multirun: this job's row beside its predictions, and the sweep's combined table rewritten."""
+    hc = HydraConfig.get()
+    if str(hc.mode) != "RunMode.MULTIRUN":
+        return
+    from ptforget.io import write_json
+    from ptforget.predict import combined_row, write_combined
+
+    run_dir = Path(hc.runtime.output_dir)
+    write_json(run_dir / "theory_row.json", combined_row(cfg, preds, list(hc.overrides.task)))
+    print(f"combined table: {write_combined(Path(hc.sweep.dir))}")
 
 
 def theory_output(cfg: DictConfig) -> Path:
@@ -827,6 +902,8 @@ def theory_main() -> Any:
 
 def check_main() -> Any:
     """Entry point of ptforget-check."""
+    if _app_help("check"):
+        return None
     return run_checked(check_app, "check", validate.validate_check)
 
 

@@ -13,6 +13,7 @@ import re
 import textwrap
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -58,7 +59,16 @@ FLAGS = [
     ("--hydra-help", "Hydra's own options (hydra.run.dir=..., hydra.searchpath=[...], launchers)"),
 ]
 USAGE = {"train": "ptforget-train [-m] [group=option ...] [key=value ...]",
-         "theory": "ptforget-theory [group=option ...] [key=value ...]"}
+         "theory": "ptforget-theory [group=option ...] [key=value ...]",
+         "check": "ptforget-check [claims=[P1,P10]] [generators=[gmm,flow]] [profile=full] [key=value ...]"}
+
+
+def claims_text(width: int | None) -> list[str]:
+    """The claims ``ptforget-check claims=[...]`` takes: id and title of every registered claim (plugins' too)."""
+    from ptforget.check.registry import ordered
+
+    return ["", "claims (claims=[ID,...]; all by default; docs/theory.md states each one):",
+            *_columns([(c.id, c.title) for c in ordered()], width)]
 
 
 def yaml_docs(text: str, prefix: str = "") -> dict[str, str]:
@@ -96,11 +106,23 @@ def _comment(rest: str) -> str:
 
 
 def _conf_text(*parts: str) -> str | None:
-    node = resources.files("ptforget.conf").joinpath(*parts)
-    try:
-        return node.read_text(encoding="utf-8")
-    except (OSError, FileNotFoundError):
-        return None
+    """The text of a config file: ptforget's own, else the first one on a plugin's or the command line's search
+    path (``pkg://package.conf`` or ``file:///dir``; ``ptforget.plugins``), so a plugin's keys are documented too."""
+    from ptforget import plugins
+
+    roots: list[Any] = [resources.files("ptforget.conf")]
+    for path in plugins._paths:
+        scheme, _, where = path.partition("://")
+        try:
+            roots.append(resources.files(where) if scheme == "pkg" else Path(where if scheme else path))
+        except (ModuleNotFoundError, TypeError, ValueError):
+            continue
+    for root in roots:
+        try:
+            return root.joinpath(*parts).read_text(encoding="utf-8")
+        except (OSError, FileNotFoundError):
+            continue
+    return None
 
 
 def _groups(primary: str) -> list[tuple[str, str | None]]:
@@ -219,4 +241,7 @@ def print_help(primary: str, argv: list[str]) -> None:
     finally:
         gh.clear()
     chosen = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in over if a.split("=", 1)[0] in options}
-    print(app_help(primary, cfg, options, width(), chosen))
+    text = app_help(primary, cfg, options, width(), chosen)
+    if primary == "check":
+        text += "\n" + "\n".join(claims_text(width()))
+    print(text)

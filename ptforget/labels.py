@@ -6,7 +6,8 @@ from __future__ import annotations
 LABELS: dict[str, str] = {
     "old_mass": "old-region mass",
     "weight": "old-component weight",
-    "drift": "old-mode drift (region view)",
+    "drift": "old-core drift since the start",
+    "region_drift": "old-region mean's distance from p*'s",
     "comp_drift": "old-component drift ||mu_o - mu_o*||",
     "new_error": "new-mode error (region view)",
     "comp_new_error": "new-component error ||mu_n - mu_n*||",
@@ -16,6 +17,7 @@ LABELS: dict[str, str] = {
     "kl_pstar_q": "KL(p* || q)",
     "loss": "training loss",
     "old_mass_deficit": "old-mass deficit vs p* (target - final)",
+    "theory_gap": "|measured - predicted| final old-region mass",
     "old_mass_first_minus_last": "old mass lost since the start",
     "old_mass_max_minus_last": "old mass below its peak",
     "target_old_mass": "target old-region mass (p*)",

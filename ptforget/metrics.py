@@ -19,9 +19,10 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     """Everything evaluated at one step, as tensors on the device (no host sync); with batched members every value
     has the generator's leading member dimension.
 
-    Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``drift`` =
+    Region view (every family): ``old_mass`` (q-mass of the old Bayes region of p*), ``region_drift`` =
     ||E_q[x | old region] - E_{p*}[x | old region]|| (zero iff the learned conditional old mean matches the
-    target's; the reference absorbs the truncation bias of the region), ``new_error`` likewise on the new region;
+    target's; the reference absorbs the truncation bias of the region; ``drift`` until the run's start is taken
+    out, see ``with_drift``), ``new_error`` likewise on the new region;
     ``core_pos`` = (E_q[x | old core] - mu_o*) . u, the old mode's location from its far half (beyond mu_o*, along
     the axis u toward mu_n*): it moves with the old mode and hardly with the new mode's tail, so the drift claims
     read old-mode drift from its change over a run in every family.
@@ -33,7 +34,8 @@ def measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor
     ro = generator.readout(task, n)
     _, ref_old, ref_new = target_region_stats(task)
     norm = torch.linalg.vector_norm
-    out: dict[str, Tensor] = {"old_mass": ro["region_mass"], "drift": norm(ro["region_mean"] - ref_old, dim=-1)}
+    out: dict[str, Tensor] = {"old_mass": ro["region_mass"],
+                              "region_drift": norm(ro["region_mean"] - ref_old, dim=-1)}
     out["new_error"] = norm(ro["new_region_mean"] - ref_new, dim=-1)
     out["core_pos"] = ro["core_pos"]
     if "weight" in ro:
@@ -90,6 +92,13 @@ def start_fidelity(generator: Generator, task: TwoModeTask, n: int = 16384) -> l
              "core": flat["core"][i], "core_q0": float(ref["core_pos"])} for i in range(members)]
 
 
+def with_drift(measured: dict[str, Tensor], start: Tensor) -> dict[str, Tensor]:
+    """``measured`` with ``drift`` = |core_pos - start|: how far the old core has moved since the run's start
+    (``start``: its ``core_pos`` at step 0). Forgetting is what the run does, so a start's own leakage or misfit
+    (a neural fit of q0) is not drift; NaN where the core is empty (its location is undefined)."""
+    return {**measured, "drift": (measured["core_pos"] - start).abs()}
+
+
 def target_region_stats(task: TwoModeTask) -> tuple[Tensor, Tensor, Tensor]:
     """Old-region mass and the conditional means of p* on the old and new regions (exact, cached)."""
     key = ("target_region", task.device)
@@ -126,12 +135,15 @@ class Tracked(Metric):
             v = torch.where(alive, v, self.last)
         self.first = torch.where(self.count == 0, v, self.first)
         self.last = v
-        self.low = torch.minimum(self.low, v)
-        self.high = torch.maximum(self.high, v)
+        self.low = torch.fmin(self.low, v)  # over the defined values: an undefined (NaN) one is skipped
+        self.high = torch.fmax(self.high, v)
         self.count = self.count + 1
 
     def compute(self) -> dict[str, Tensor]:
-        return {"first": self.first, "last": self.last, "min": self.low, "max": self.high}
+        """first, last, and min / max over the values that were defined (NaN when none was)."""
+        none = torch.isinf(self.low) & (self.low > 0)
+        return {"first": self.first, "last": self.last, "min": torch.where(none, torch.nan, self.low),
+                "max": torch.where(none, torch.nan, self.high)}
 
 
 class OldMass(Tracked):
@@ -149,10 +161,18 @@ class OldWeight(Tracked):
 
 
 class OldDrift(Tracked):
-    """Old-mode drift: region view for every family."""
+    """Old-mode drift: how far the old core has moved since the run's start, every family (``with_drift``)."""
 
     def __init__(self) -> None:
         super().__init__("drift")
+
+
+class RegionDrift(Tracked):
+    """||E_q[x | old region] - E_p*[x | old region]||: the region mean's distance from p*'s (includes the start's
+    own misfit: a model that starts with leakage has it from step 0)."""
+
+    def __init__(self) -> None:
+        super().__init__("region_drift")
 
 
 class ComponentDrift(Tracked):
@@ -199,7 +219,8 @@ class CorePosition(Tracked):
 def forgetting_metrics() -> MetricCollection:
     """The collection the module updates every ``eval_every`` steps."""
     return MetricCollection({
-        "old_mass": OldMass(), "weight": OldWeight(), "drift": OldDrift(), "comp_drift": ComponentDrift(),
+        "old_mass": OldMass(), "weight": OldWeight(), "drift": OldDrift(), "region_drift": RegionDrift(),
+        "comp_drift": ComponentDrift(),
         "new_error": NewError(), "comp_new_error": ComponentNewError(), "kl_q_pstar": ReverseKLEstimate(),
         "kl_pstar_q": ForwardKLEstimate(), "comp_bc": ComponentOverlap(), "core_pos": CorePosition(),
     }, compute_groups=False)

@@ -31,7 +31,7 @@ from ptforget.errors import check
 from ptforget.fused import FusedStep, FusedStepUnavailable, compiled_measure, fusable
 from ptforget.generators.base import Generator
 from ptforget.io import atomic_replace
-from ptforget.metrics import forgetting_metrics, measure, start_fidelity, target_region_stats
+from ptforget.metrics import forgetting_metrics, measure, start_fidelity, target_region_stats, with_drift
 from ptforget.objectives.base import Objective
 from ptforget.tasks import TwoModeTask
 from ptforget.validate import validate_optimizer
@@ -324,6 +324,8 @@ class PostTrainModule(L.LightningModule):
             alive = (self._bad_step < 0) & (self._params_bad_step < 0)
             params_bad = self._params_bad_step
         m = self._measure()
+        core = self.metrics["core_pos"]  # its first value (kept in checkpoints) is the start drift is taken from
+        m = with_drift(m, torch.where(core.count == 0, m["core_pos"], core.first))
         self.metrics.update(m, alive=alive)
         if step in self.snapshot_steps:
             self._snapshot(step)

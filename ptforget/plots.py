@@ -14,7 +14,14 @@ Functions::
     plot_starvation(batch_sizes, measured, predicted, path, logx=True, ylabel=..., title=None)
     plot_method_comparison(curves_by_method, path, keys=("old_mass", "new_error"), title=None)
     plot_density_evolution(snapshots, path, task_info=None, max_panels=4)
-    plot_metric_vs_param(series, path, xlabel, ylabel, title=None, logy=False)
+    plot_metric_vs_param(series, path, xlabel, ylabel, title=None, logy=False, predicted=None, colours=None)
+    plot_facets(panels, path, key, title=None, logy=False, logx=False)   # one panel per generator or setting
+    plot_search(points, path, xs, y, colour="generator")                 # the trials of a search
+
+For a paper: one colour per objective or method everywhere (``OBJECTIVE_COLORS``, ``colour_of``), predictions
+dashed in their run's colour (``theory=`` / ``predicted=``), power laws on log-log axes (``logx``/``logy``), and
+one panel per setting where runs differ in Delta, start or length (``plot_facets``: facet = the setting, colour
+key = the method).
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import numpy as np
 
 from ptforget.io import atomic_replace
 from ptforget.labels import label_of
-from ptforget.stats import mean_ci
+from ptforget.stats import mean_ci, metric_range
 
 Curve = tuple[Sequence[float], Sequence[float]]
 
@@ -48,6 +55,13 @@ def _save(fig: Any, path: str | os.PathLike) -> Path:
     return path
 
 
+def _title(ax: Any, text: str, width: int = 64) -> None:
+    """A figure title wrapped to the axes' width (a long one would be cut off at the figure's edge)."""
+    import textwrap
+
+    ax.set_title("\n".join(textwrap.wrap(text, width)) or text, fontsize="medium")
+
+
 def _is_group(entry: Any) -> bool:
     """True if ``entry`` is a list of curves (several seeds) rather than a single (steps, values) curve."""
     if isinstance(entry, Mapping) or len(entry) == 0:
@@ -58,9 +72,11 @@ def _is_group(entry: Any) -> bool:
     return np.ndim(first[0]) >= 1 if len(first) else False
 
 
-def mean_band(curves: Sequence[Curve], level: float = 0.95) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def mean_band(curves: Sequence[Curve], level: float = 0.95,
+              bounds: tuple[float, float] = (-np.inf, np.inf)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Mean and t-interval over several curves, step by step (union of steps; each step uses the curves that
-    have it). Returns (steps, mean, lo, hi); lo/hi equal the mean where only one curve has the step."""
+    have it), the band clipped to ``bounds`` (the values the metric can take). Returns (steps, mean, lo, hi);
+    lo/hi equal the mean where only one curve has the step."""
     by_step: dict[float, list[float]] = {}
     for steps, vals in curves:
         for s, v in zip(np.asarray(steps, float), np.asarray(vals, float), strict=True):
@@ -73,13 +89,14 @@ def mean_band(curves: Sequence[Curve], level: float = 0.95) -> tuple[np.ndarray,
         mean[i] = st["mean"]
         lo[i] = st["lo"] if st["n"] > 1 else st["mean"]
         hi[i] = st["hi"] if st["n"] > 1 else st["mean"]
-    return xs, mean, lo, hi
+    return xs, mean, np.maximum(lo, bounds[0]), np.minimum(hi, bounds[1])
 
 
-def _draw(ax: Any, entry: Any, label: str, color: Any = None, **kw: Any) -> Any:
-    """Draw a curve or a group of curves (mean line + band) on ``ax``; returns the line."""
+def _draw(ax: Any, entry: Any, label: str, color: Any = None, key: str | None = None, **kw: Any) -> Any:
+    """Draw a curve or a group of curves (mean line + band, clipped to the range of metric ``key``) on ``ax``;
+    returns the line."""
     if _is_group(entry):
-        xs, m, lo, hi = mean_band(entry)
+        xs, m, lo, hi = mean_band(entry, bounds=metric_range(key) if key else (-np.inf, np.inf))
         n = len(entry)
         (line,) = ax.plot(xs, m, color=color, label=f"{label} (n={n})" if n > 1 else label, **kw)
         if n > 1:
@@ -100,25 +117,41 @@ def _theory_items(theory: Any, default_label: str = "theory") -> list[tuple[str,
 
 def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: str = "old_mass",
                       title: str | None = None, theory: Any = None, logy: bool = False,
-                      ylabel: str | None = None) -> Path:
+                      ylabel: str | None = None, logx: bool = False,
+                      colours: Mapping[str, str] | None = None) -> Path:
     """Learned curves of ``key`` against step.
 
     ``curves``: label -> (steps, values), or label -> list of (steps, values) (seeds: mean and 95% band).
-    ``theory``: None, one (steps, values) curve, or label -> curve; drawn dashed in black/grey shades.
-    ``logy``: a log y-scale (non-positive values are not drawn); ``ylabel`` replaces the label of ``key``.
+    ``theory``: None, one (steps, values) curve, or label -> curve; a theory label that is also a curve's label
+    is drawn dashed in that curve's colour, the others dashed in black/grey shades.
+    ``logy`` / ``logx``: log scales (a power law such as 1/t is a straight line on log-log axes; non-positive
+    values, step 0 included, are not drawn there); ``ylabel`` replaces the label of ``key``. ``colours``: label ->
+    a colour key (an objective: ``OBJECTIVE_COLORS``), so the same objective has the same colour everywhere.
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    taken: dict[str, Any] = {}
+    drawn: dict[str, Any] = {}
     for label, entry in curves.items():
-        _draw(ax, entry, str(label))
-    for i, (label, curve) in enumerate(_theory_items(theory)):
-        steps, vals = curve
-        ax.plot(np.asarray(steps, float), np.asarray(vals, float), ("--", ":", "-.")[i % 3],
-                color=str(0.25 * (i % 3)), label=str(label), lw=1.6)
+        colour = colour_of(colours[label], taken) if colours and label in colours else None
+        drawn[str(label)] = _draw(ax, _positive_steps(entry) if logx else entry, str(label), color=colour, key=key)
+    shade = 0
+    for label, curve in _theory_items(theory):
+        steps, vals = (np.asarray(c, float) for c in curve)
+        if logx:
+            steps, vals = steps[steps > 0], vals[steps > 0]
+        if str(label) in drawn:
+            ax.plot(steps, vals, "--", color=drawn[str(label)].get_color(), lw=1.4, label=f"{label}: theory")
+        else:
+            ax.plot(steps, vals, ("--", ":", "-.")[shade % 3], color=str(0.25 * (shade % 3)), label=str(label),
+                    lw=1.6)
+            shade += 1
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(label_of("step"))
     ax.set_ylabel(ylabel or label_of(key))
-    ax.set_title(title or f"{label_of(key)} over training")
+    _title(ax, title or f"{label_of(key)} over training")
     ax.grid(alpha=0.3)
     if curves or theory is not None:
         if len(curves) + len(_theory_items(theory)) > 5:  # beside the axes: inside, it would hide curves
@@ -126,6 +159,14 @@ def plot_trajectories(curves: Mapping[str, Any], path: str | os.PathLike, key: s
         else:
             ax.legend(fontsize="small")
     return _save(fig, path)
+
+
+def _positive_steps(entry: Any) -> Any:
+    """A curve (or group of curves) without its steps <= 0, for a log step axis."""
+    if _is_group(entry):
+        return [_positive_steps(c) for c in entry]
+    steps, vals = (np.asarray(c, float) for c in entry)
+    return steps[steps > 0], vals[steps > 0]
 
 
 def _positive(y: np.ndarray) -> np.ndarray:
@@ -163,7 +204,7 @@ def plot_drift_vs_delta(deltas: Sequence[float], drifts: Any, path: str | os.Pat
     ax.set_yscale("log")
     ax.set_xlabel(r"separation $\Delta$")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or r"drift vs $\Delta$")
+    _title(ax, title or r"drift vs $\Delta$")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -202,7 +243,7 @@ def plot_replay(lambdas: Sequence[float], final_weights: Any, path: str | os.Pat
     ax.plot([lo, hi], [lo, hi], "--", color="black", label="y = x")
     ax.set_xlabel(r"replay fraction $\lambda$")
     ax.set_ylabel("final old-component weight")
-    ax.set_title(title or "replay: final weight vs replay fraction")
+    _title(ax, title or "replay: final weight vs replay fraction")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -239,7 +280,7 @@ def plot_starvation(batch_sizes: Sequence[float], measured: Mapping[str, Sequenc
         ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size")
     ax.set_ylabel(ylabel)
-    ax.set_title(title or "starvation vs batch size")
+    _title(ax, title or "starvation vs batch size")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize="small")
     return _save(fig, path)
@@ -252,20 +293,29 @@ def _method_curve(data: Mapping[str, Any], key: str) -> Any:
 
 
 def plot_method_comparison(curves_by_method: Mapping[str, Mapping[str, Any]], path: str | os.PathLike,
-                           keys: Sequence[str] = ("old_mass", "new_error"), title: str | None = None) -> Path:
+                           keys: Sequence[str] = ("old_mass", "new_error"), title: str | None = None,
+                           theory: Mapping[str, Mapping[str, Any]] | None = None) -> Path:
     """Side-by-side panels (default: old mass and new-mode error vs step), one line per method.
 
     ``curves_by_method``: method -> {metric: curve or list of curves}, or method -> trajectory columns
     ``{"step": [...], "old_mass": [...], "new_error": [...]}``. A method missing a metric is skipped there.
+    ``theory``: method -> {metric: curve, or a number (a predicted end value, drawn as a horizontal line)}, dashed
+    in the method's colour. A method named as an objective (``sdft``) has that objective's colour.
     """
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.0), squeeze=False)
-    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
-    for j, (method, data) in enumerate(curves_by_method.items()):
-        color = cycle[j % len(cycle)]
+    taken: dict[str, Any] = {}
+    for method, data in curves_by_method.items():
+        color = colour_of(str(method), taken)
         for ax, key in zip(axes[0], keys, strict=True):
             entry = _method_curve(data, key)
             if entry is not None:
-                _draw(ax, entry, str(method), color=color)
+                _draw(ax, entry, str(method), color=color, key=key)
+            pred = (theory or {}).get(method, {}).get(key)
+            if isinstance(pred, int | float):
+                ax.axhline(float(pred), linestyle="--", color=color, lw=1.2, label=f"{method}: theory")
+            elif pred is not None:
+                ax.plot(np.asarray(pred[0], float), np.asarray(pred[1], float), "--", color=color, lw=1.2,
+                        label=f"{method}: theory")
     for ax, key in zip(axes[0], keys, strict=True):
         ax.set_xlabel(label_of("step"))
         ax.set_ylabel(label_of(key))
@@ -386,36 +436,148 @@ def plot_density_panels(panels: Mapping[tuple[str, str], tuple[Sequence[tuple], 
 
 
 def plot_metric_vs_param(series: Mapping[str, tuple], path: str | os.PathLike, xlabel: str, ylabel: str,
-                         title: str | None = None, logy: bool = False) -> Path:
+                         title: str | None = None, logy: bool = False,
+                         predicted: Mapping[str, tuple] | None = None,
+                         colours: Mapping[str, str] | None = None, logx: bool = False) -> Path:
     """Aggregated metric against a numeric parameter, one line per label.
 
     ``series``: label -> ``(xs, means)`` or ``(xs, means, lo, hi)`` (the interval is drawn as error bars
-    where finite).
+    where finite). ``predicted``: label -> ``(xs, values)``, the theory's line for that series, dashed in its
+    colour. ``colours``: label -> a colour key (an objective), so one objective has one colour in every figure.
+    ``logx``: a log x-scale (a scaling law).
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    taken: dict[str, Any] = {}
     for label, data in series.items():
         xs, ms = np.asarray(data[0], float), np.asarray(data[1], float)
+        colour = colour_of(colours[label], taken) if colours and label in colours else None
         if len(data) >= 4:
             lo, hi = np.asarray(data[2], float), np.asarray(data[3], float)
             ok = np.isfinite(lo) & np.isfinite(hi)
             err = np.vstack([np.where(ok, ms - lo, 0.0), np.where(ok, hi - ms, 0.0)])
-            ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label))
+            line = ax.errorbar(xs, ms, yerr=err, fmt="o-", capsize=3, label=str(label), color=colour).lines[0]
         else:
-            ax.plot(xs, ms, "o-", label=str(label))
+            (line,) = ax.plot(xs, ms, "o-", label=str(label), color=colour)
+        if predicted and label in predicted:
+            px, py = predicted[label]
+            ax.plot(np.asarray(px, float), np.asarray(py, float), "--", color=line.get_color(), lw=1.4,
+                    label=f"{label}: theory")
     if logy:
         ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title or f"{ylabel} vs {xlabel}")
+    _title(ax, title or f"{ylabel} vs {xlabel}")
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize="small")
+        many = len(series) * (2 if predicted else 1) > 6
+        ax.legend(fontsize="small", **({"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)} if many else {}))
+    return _save(fig, path)
+
+
+#: one colour per objective in every figure of a report (others: the next unused colour of the cycle)
+OBJECTIVE_COLORS = {"fkl": "#377eb8", "rkl": "#e41a1c", "fkl_replay": "#4daf4a", "rkl_replay": "#984ea3",
+                    "sdft": "#ff7f00", "ttt_discover": "#a65628", "oapl": "#f781bf"}
+LINE_STYLES = ("-", (0, (1, 1)), "-.", (0, (5, 1, 1, 1, 1, 1)), (0, (3, 1)))
+
+
+def colour_of(name: str, taken: dict[str, Any]) -> Any:
+    """The colour of an objective (OBJECTIVE_COLORS), or a fixed one from the cycle for any other name."""
+    if name not in taken:
+        cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if c not in OBJECTIVE_COLORS.values()]
+        taken[name] = OBJECTIVE_COLORS.get(name) or cycle[len(taken) % len(cycle)]
+    return taken[name]
+
+
+def plot_facets(panels: Mapping[str, Mapping[tuple[str, str], Mapping[str, Any]]], path: str | os.PathLike,
+                key: str = "old_mass", title: str | None = None, logy: bool = False, logx: bool = False) -> Path:
+    """One panel per facet (a generator), one colour per colour key (an objective), one line style per style key
+    (the other settings); in each, the runs' mean and 95% band over seeds and the theory's curve dashed.
+
+    ``panels``: facet -> {(colour key, style key): {"runs": [curve per seed], "theory": curve or None,
+    "final": a predicted end value or None (drawn as a marker at the last step when there is no curve)}}.
+    """
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.8, 3.9), sharey=True, squeeze=False)
+    colours: dict[str, Any] = {}
+    styles = {s: LINE_STYLES[i % len(LINE_STYLES)]
+              for i, s in enumerate(dict.fromkeys(s for p in panels.values() for _, s in p))}
+    handles: dict[str, Any] = {}
+    for ax, (facet, lines) in zip(axes[0], panels.items(), strict=False):
+        for (ckey, skey), data in lines.items():
+            colour = colour_of(ckey, colours)
+            label = ", ".join(x for x in (ckey, skey) if x)
+            line = _draw(ax, list(data["runs"]), label, color=colour, key=key, linestyle=styles[skey], lw=1.5)
+            handles.setdefault(label, line)
+            theory = data.get("theory")
+            if theory is not None:
+                ax.plot(np.asarray(theory[0], float), np.asarray(theory[1], float), "--", color=colour, lw=1.2,
+                        alpha=0.9)
+            elif data.get("final") is not None and np.isfinite(data["final"]):
+                end = max(float(np.max(c[0])) for c in data["runs"])
+                ax.plot([end], [data["final"]], marker="x", ms=8, mew=2, color=colour, linestyle="none")
+        ax.set_title(str(facet))
+        ax.set_xlabel(label_of("step"))
+        ax.grid(alpha=0.3)
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+    axes[0][0].set_ylabel(label_of(key))
+    from matplotlib.lines import Line2D
+
+    extra = [Line2D([], [], color="0.3", linestyle="--", label="theory (same config)"),
+             Line2D([], [], color="0.3", marker="x", linestyle="none", label="theory: end value only")]
+    axes[0][-1].legend(handles=[*handles.values(), *extra], fontsize="small", loc="upper left",
+                       bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title or f"{label_of(key)} over training", fontsize="medium")
+    return _save(fig, path)
+
+
+def plot_search(points: Sequence[Mapping[str, Any]], path: str | os.PathLike, xs: Sequence[str], y: str,
+                colour: str = "generator", logx: Sequence[str] = (), title: str | None = None) -> Path:
+    """The trials of a search: ``y`` against each of ``xs`` (one panel each), one colour per value of ``colour``,
+    the best trial ringed. ``points``: one mapping per trial (its settings and ``y``)."""
+    good = [p for p in points if isinstance(p.get(y), int | float) and np.isfinite(p[y])]
+    fig, axes = plt.subplots(1, len(xs), figsize=(4.2 * len(xs) + 1.6, 3.8), sharey=True, squeeze=False)
+    taken: dict[str, Any] = {}
+    best = max(good, key=lambda p: p[y]) if good else None
+    for ax, key in zip(axes[0], xs, strict=True):
+        for value in dict.fromkeys(str(p.get(colour)) for p in good):
+            sel = [p for p in good if str(p.get(colour)) == value]
+            ax.scatter([float(p[key]) for p in sel], [float(p[y]) for p in sel], s=28, label=f"{colour}={value}",
+                       color=colour_of(value, taken), alpha=0.85)
+        if best is not None:
+            ax.scatter([float(best[key])], [float(best[y])], s=160, facecolors="none", edgecolors="black",
+                       label="largest gap")
+        if key in logx:
+            from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(label_of(key))
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(label_of(y))
+    axes[0][-1].legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title or f"{label_of(y)}: {len(good)} trials", fontsize="medium")
     return _save(fig, path)
 
 
 __all__: list[str] = [
-    "label_of", "mean_band", "plot_density_evolution", "plot_density_panels", "plot_drift_vs_delta",
-    "plot_method_comparison", "plot_metric_vs_param", "plot_replay", "plot_starvation", "plot_trajectories",
+    "label_of",
+    "mean_band",
+    "plot_density_evolution",
+    "plot_density_panels",
+    "plot_drift_vs_delta",
+    "plot_facets",
+    "plot_method_comparison",
+    "plot_metric_vs_param",
+    "plot_replay",
+    "plot_search",
+    "plot_starvation",
+    "plot_trajectories",
 ]
 
 

@@ -40,14 +40,14 @@ from typing import Any
 
 from ptforget.io import atomic_write_text
 from ptforget.io import read_trajectory as read_trajectory_columns
-from ptforget.stats import mean_ci
+from ptforget.stats import clipped_ci
 
 # Columns taken from summary.json as they are (the metric columns come from "final", "extremes", "forgetting",
 # "target" and "pretrain"); the summary's class names go to generator_class / objective_name, since "generator"
 # and "objective" are the group options the user chose.
 META_KEYS = ("status", "reason", "diverged_step", "seed", "steps", "max_steps", "wall_time_s", "config_hash")
 # Preferred order of metric columns; others follow alphabetically.
-METRIC_ORDER = ("old_mass", "weight", "drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
+METRIC_ORDER = ("old_mass", "weight", "drift", "region_drift", "new_error", "comp_drift", "comp_new_error", "comp_bc",
                 "kl_q_pstar", "kl_pstar_q", "old_mass_deficit", "old_mass_first_minus_last",
                 "old_mass_max_minus_last", "target_old_mass")
 # Metrics shown in summary.md and on stdout unless metrics=[...] says otherwise.
@@ -55,7 +55,8 @@ DEFAULT_TABLE_METRICS = ("old_mass", "weight", "drift", "new_error", "old_mass_d
 #: never grouping keys: the seeds (groups average over them)
 NEVER_GROUP = ("seed", "seeds")
 #: settings that do not change a run's result (ptforget.train.NON_RESULT_KEYS, and these leaves anywhere)
-NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+NOT_SETTINGS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
+                "task_name", "optimized_metric")
 NOT_SETTING_LEAVES = ("cache_dir", "enable_progress_bar")
 #: config groups whose option names a block of keys anywhere in the config (a global package)
 GLOBAL_GROUPS = ("experiment",)
@@ -266,6 +267,8 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
     for key in META_KEYS:
         if key in summary:
             row[key] = summary[key]
+    if summary.get("undefined"):  # why a metric is NaN (an empty old core): said, not averaged
+        row["undefined"] = "; ".join(f"{k}: {v}" for k, v in summary["undefined"].items())
     if "generator" in summary:
         row["generator_class"] = summary["generator"]
         row.setdefault("generator", summary["generator"])  # no recorded choice: the class name, as before
@@ -273,6 +276,7 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
         row["objective_name"] = summary["objective"]
         row.setdefault("objective", summary["objective"])
     metrics = summary_metrics(summary)
+    metrics.update(_theory_gap_metric(run_dir))
     if "target_old_mass" not in metrics and config is not None and "old_mass" in metrics:
         target = _target_old_mass(config)
         if target is not None:
@@ -284,6 +288,16 @@ def _row_from_summary(summary: dict[str, Any], run_dir: Path, root: Path) -> dic
     row["_choice_keys"] = list(chosen)
     row["_metric_keys"] = list(metrics)
     return row
+
+
+def _theory_gap_metric(run_dir: Path) -> dict[str, float]:
+    """``theory_gap`` of a run of the theory-gap search (its ``theory_gap.json``, beside an ensemble's members)."""
+    for d in (run_dir, run_dir.parent):
+        try:
+            return {"theory_gap": _to_float(json.loads((d / "theory_gap.json").read_text())["theory_gap"])}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return {}
 
 
 def collect(root: str | Path) -> list[dict[str, Any]]:
@@ -444,7 +458,8 @@ def aggregate(rows: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
 
     Each output row holds the group values, ``n_runs`` (all runs in the group), ``n`` (runs used), ``n_bad`` (runs
     left out) and, per metric ``m``: ``m_n``, ``m_mean``, ``m_std``, ``m_ci`` (half-width of the ``level`` t-interval,
-    NaN when fewer than two finite values), ``m_lo`` and ``m_hi``.
+    NaN when fewer than two finite values), ``m_lo`` and ``m_hi`` (the interval clipped to the metric's range,
+    ``ptforget.stats.metric_range``: a mass's band never goes below 0).
     """
     by = list(swept_keys(rows) if by is None else by)
     metrics = list(metric_keys(rows) if metrics is None else metrics)
@@ -456,7 +471,7 @@ def aggregate(rows: Sequence[dict[str, Any]], by: Sequence[str] | None = None,
         agg["n"] = len(used)
         agg["n_bad"] = len(members) - len(used)
         for m in metrics:
-            st = mean_ci((r.get(m) for r in used), level=level)
+            st = clipped_ci((r.get(m) for r in used), m, level=level)
             for stat in ("n", "mean", "std", "ci", "lo", "hi"):
                 agg[f"{m}_{stat}"] = st[stat]
         out.append(agg)
@@ -567,9 +582,11 @@ def trajectory_column(metric: str) -> str:
 
 def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str], out_dir: Path,
              metrics: Sequence[str] = ("old_mass",), trajectories: Sequence[str] = ("old_mass",),
-             x_key: str | None = None, logy: bool = False, max_lines: int = 10) -> list[Path]:
+             x_key: str | None = None, logy: bool = False, max_lines: int = 10,
+             predicted: dict[int, Any] | None = None) -> list[Path]:
     """Each metric against each numeric swept key (or only ``x_key``), one line per combination of the other swept
-    keys (mean and 95% CI), and the trajectories of ``trajectories`` (mean and 95% band over seeds per group)."""
+    keys (mean and 95% CI), and the trajectories of ``trajectories`` (mean and 95% band over seeds per group).
+    ``predicted`` (``theory_columns``): each line's prediction drawn dashed in its colour."""
     from ptforget import plots
 
     figs: list[Path] = []
@@ -581,20 +598,31 @@ def _figures(rows: list[dict[str, Any]], agg: list[dict[str, Any]], by: list[str
         for key in keys:
             others = [k for k in by if k != key]
             series: dict[str, tuple[list, list, list, list]] = {}
+            pred_series: dict[str, tuple[list, list]] = {}
+            colours: dict[str, str] = {}
             for a in sorted(agg, key=lambda a: _sort_key(a.get(key))):
                 if a.get(f"{metric}_n", 0) == 0:
                     continue
                 lab = _label({k: a.get(k) for k in others}) if others else plots.label_of(metric)
                 xs, ms, lo, hi = series.setdefault(lab, ([], [], [], []))
+                if a.get("objective") is not None:  # one colour per objective in every figure
+                    colours[lab] = str(a["objective"])
                 xs.append(a[key])
                 ms.append(a[f"{metric}_mean"])
                 lo.append(a[f"{metric}_lo"])
                 hi.append(a[f"{metric}_hi"])
+                value = a.get(f"predicted_{metric}")
+                if predicted and isinstance(value, float) and math.isfinite(value):
+                    px, py = pred_series.setdefault(lab, ([], []))
+                    px.append(a[key])
+                    py.append(value)
             if series:
                 figs.append(plots.plot_metric_vs_param(
                     series, out_dir / f"final_{_safe_name(metric)}_vs_{_safe_name(key)}.png",
                     xlabel=plots.label_of(key), ylabel=plots.label_of(metric), logy=logy,
-                    title=f"{plots.label_of(metric)} vs {plots.label_of(key)} (mean, 95% CI over seeds)"))
+                    title=f"{plots.label_of(metric)} vs {plots.label_of(key)}\n(mean, 95% CI over seeds"
+                          + ("; dashed: theory)" if pred_series else ")"), predicted=pred_series or None,
+                    colours=colours))
     for column in dict.fromkeys(trajectories):
         figs += _trajectory_figures(good, by, out_dir, column, max_lines)
     return figs
@@ -605,10 +633,13 @@ def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path
     from ptforget import plots
 
     curves: dict[str, list[tuple[list[float], list[float]]]] = {}
+    colours: dict[str, str] = {}
     for vals, members in group_rows(good, by):
         trajs = [t for t in (read_trajectory(r["_dir"], column) for r in members if "_dir" in r) if t and t[0]]
         if trajs:
             curves[_label(vals)] = trajs
+            if members[0].get("objective") is not None:
+                colours[_label(vals)] = str(members[0]["objective"])
     if not curves:
         return []
     if len(curves) <= max_lines or not by:
@@ -620,12 +651,13 @@ def _trajectory_figures(good: list[dict[str, Any]], by: list[str], out_dir: Path
             if lab in curves:
                 chunks.setdefault(f"_{_safe_name(f'{by[0]}={_fmt(vals[by[0]])}')}", {})[lab] = curves[lab]
     return [plots.plot_trajectories(cs, out_dir / f"trajectories_{_safe_name(column)}{suffix}.png", key=column,
-                                    title=f"{plots.label_of(column)} over training (mean, 95% band over seeds)")
+                                    title=f"{plots.label_of(column)} over training (mean, 95% band over seeds)",
+                                    colours=colours)
             for suffix, cs in chunks.items()]
 
 
 def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: Sequence[str] | None = None,
-                 figures: bool = True, by: Sequence[str] | None = None) -> dict[str, Any]:
+                 figures: bool = True, by: Sequence[str] | None = None, theory: bool = False) -> dict[str, Any]:
     """Collect the runs under ``root`` and write the report into ``out_dir`` (default: ``root/report``).
 
     Writes (each atomically): ``runs.csv`` (one row per run, every setting and metric), ``summary.csv`` (per group:
@@ -634,7 +666,9 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     (``final_<metric>_vs_<key>.png``) and its trajectories (``trajectories_<column>*.png``); an experiment chooses
     its own (``EXPERIMENTS``). ``metrics`` chooses the columns of the table and the figures (default: the
     experiment's, or DEFAULT_TABLE_METRICS that are present). Returns a dict with rows, aggregate, by, metrics,
-    markdown, experiment and the written paths (runs_csv, summary_csv, summary_md, figures). Raises
+    markdown, experiment and the written paths (runs_csv, summary_csv, summary_md, figures). With ``theory`` each
+    group also gets the theory's prediction for its exact config (``theory_columns``): ``predicted_<metric>``
+    columns in summary.csv and the table, and dashed predicted lines in the figures. Raises
     FileNotFoundError if no run is found and ReportError (before anything is written) when ``metrics`` or ``by``
     name what the runs lack.
     """
@@ -659,12 +693,15 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
         trajectories = [trajectory_column(m) for m in metrics]
     agg_metrics = all_metrics + [m for m in table_metrics if m not in all_metrics]
     agg = aggregate(rows, by=by, metrics=agg_metrics)
+    predicted = theory_columns(rows, agg, by) if theory else {}
 
     runs_csv, summary_csv, summary_md = out / "runs.csv", out / "summary.csv", out / "summary.md"
     atomic_write_text(runs_csv, _csv_text(rows))
     atomic_write_text(summary_csv, _csv_text(agg))
     n_bad = sum(r.get("status", "complete") != "complete" for r in rows)
     table = markdown_table(agg, by, table_metrics)
+    if theory:
+        table = theory_table(agg, by, table_metrics)
     from ptforget.labels import label_of
 
     legend = "; ".join(f"`{m}`: {label_of(m)}" for m in table_metrics if label_of(m) != m)
@@ -679,14 +716,135 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     figs: list[Path] = []
     if figures:
         figs = _figures(rows, agg, by, out, metrics=fig_metrics, trajectories=trajectories,
-                        x_key=preset.get("x"), logy=bool(preset.get("logy")))
+                        x_key=preset.get("x"), logy=bool(preset.get("logy")), predicted=predicted)
+        if theory:
+            figs += theory_figures(rows, agg, by, out, predicted)
+        figs += search_figures(rows, out)
         if figs:
             md += ["", "## Figures", "", *[f"![{p.stem}]({p.name})" for p in figs]]
     markdown = "\n".join(md).rstrip("\n") + "\n"
     atomic_write_text(summary_md, markdown)
     return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
             "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
-            "figures": figs, "experiment": experiment}
+            "figures": figs, "experiment": experiment, "predicted": predicted}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The theory beside the runs (theory=true)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _group_config(members: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The composed config of a group's runs (its first complete run's), read back from its summary."""
+    for r in members:
+        if r.get("status", "complete") != "complete" or "_dir" not in r:
+            continue
+        run_dir = Path(r["_dir"])
+        try:
+            config, _ = run_settings(read_summary(run_dir / "summary.json"), run_dir)
+        except (OSError, ValueError):
+            continue
+        if config is not None:
+            return config
+    return None
+
+
+def theory_columns(rows: Sequence[dict[str, Any]], agg: list[dict[str, Any]],
+                   by: Sequence[str]) -> dict[int, Any]:
+    """Add the theory's prediction for each group's exact config to its aggregate row (``predicted_old_mass``,
+    ``predicted_weight``, ``predicted_drift``, ``theory_basis``, ``theory_note``: ``ptforget.predict``); return
+    {index in ``agg``: RunPrediction} for the figures. Groups with the same config but for the seed share one
+    computation."""
+    from ptforget.predict import no_prediction, predict_config
+
+    cache: dict[str, Any] = {}
+    out: dict[int, Any] = {}
+    for i, ((_vals, members), a) in enumerate(zip(group_rows(rows, by), agg, strict=True)):
+        config = _group_config(members)
+        if config is None:
+            pred = no_prediction("no complete run with a recorded config")
+        else:
+            key = json.dumps({k: v for k, v in config.items() if k not in ("seed", "seeds")}, sort_keys=True,
+                             default=str)
+            if key not in cache:
+                cache[key] = predict_config(config)
+            pred = cache[key]
+        a.update(pred.columns())
+        out[i] = pred
+    return out
+
+
+def theory_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str]) -> str:
+    """The summary table with the theory's value after each predicted metric and the basis of the prediction."""
+    from ptforget.predict import PREDICTED
+    from ptforget.terminal import row_cells
+
+    head = [*by, "n"]
+    for m in metrics:
+        head += [m, f"{m} (theory)"] if m in PREDICTED else [m]
+    head.append("theory basis")
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
+             "|" + "|".join("---" if i < len(by) or i == len(head) - 1 else "---:" for i in range(len(head))) + "|"]
+    for a in agg:
+        cells = row_cells(a, by, [])
+        for m in metrics:
+            cells += row_cells(a, [], [m])[1:]
+            if m in PREDICTED:
+                v = a.get(f"predicted_{m}")
+                cells.append(_fmt(v) if isinstance(v, float) and math.isfinite(v) else "–")
+        basis = str(a.get("theory_basis", ""))
+        cells.append(f"{basis}: {a.get('theory_note', '')}" if a.get("theory_note") else basis)
+        lines.append("| " + " | ".join(_md_escape(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def search_figures(rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """``theory_gap_search.png`` for a theory-gap search (runs that report ``theory_gap``): the gap against the
+    separation, beta* and the step size, one colour per generator, the largest gap ringed."""
+    from ptforget import plots
+
+    good = [r for r in rows if r.get("status", "complete") == "complete" and "theory_gap" in r]
+    xs = [k for k in ("task.delta", "task.beta_star", "optimizer.lr", "objective.batch") if
+          len({r.get(k) for r in good}) > 1]
+    if len(good) < 2 or not xs:
+        return []
+    return [plots.plot_search(good, out_dir / "theory_gap_search.png", xs, "theory_gap", colour="generator",
+                              logx=("optimizer.lr", "objective.batch"),
+                              title=f"theory-gap search: |measured - predicted| final old-region mass, "
+                                    f"{len(good)} trials")]
+
+
+def theory_figures(rows: Sequence[dict[str, Any]], agg: Sequence[dict[str, Any]], by: Sequence[str], out_dir: Path,
+                   predicted: dict[int, Any]) -> list[Path]:
+    """``theory_<metric>.png`` per predicted metric the runs record: one panel per generator, one colour per
+    objective (the other swept keys by line style), the runs' mean and 95% band over seeds and the theory's
+    prediction for the same config dashed in the same colour."""
+    from ptforget import plots
+    from ptforget.predict import PREDICTED
+
+    good = [r for r in rows if r.get("status", "complete") == "complete"]
+    others = [k for k in by if k not in ("generator", "objective")]
+    figs: list[Path] = []
+    for metric in PREDICTED:
+        panels: dict[str, dict[str, Any]] = {}
+        for vals, members in group_rows(good, by):
+            trajs = [t for t in (read_trajectory(r["_dir"], metric) for r in members if "_dir" in r) if t and t[0]]
+            if not trajs:
+                continue
+            facet = str(members[0].get("generator", "all"))
+            colour = str(members[0].get("objective", ""))
+            style = _label({k: vals[k] for k in others}) if others else ""
+            idx = next((j for j, a in enumerate(agg) if all(_hashable(a.get(k)) == _hashable(vals[k]) for k in by)),
+                       None)
+            pred = predicted.get(idx) if idx is not None else None
+            curve = (pred.steps, pred.curves[metric]) if pred is not None and metric in pred.curves else None
+            final = pred.final.get(metric) if pred is not None else None
+            panels.setdefault(facet, {})[(colour, style)] = {"runs": trajs, "theory": curve, "final": final}
+        if panels:
+            figs.append(plots.plot_facets(panels, out_dir / f"theory_{metric}.png", key=metric,
+                                          title=f"{plots.label_of(metric)}: runs (mean, 95% band over seeds) and "
+                                                "the theory (dashed)"))
+    return figs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -695,7 +853,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Aggregate ptforget runs (every summary.json under DIR) over seeds: a table of mean ± 95%% CI "
                     "per group of settings, runs.csv / summary.csv / summary.md and figures in DIR/report.",
         epilog="Options may also be written key=value, as for the other ptforget commands: "
-               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false. Metrics: every "
+               "metrics=[old_mass,drift_max] by=[objective,task.delta] out=DIR figures=false theory=true. "
+               "Metrics: every "
                "numeric summary field (final values such as old_mass; extremes such as drift_max, old_mass_min; "
                "old_mass_deficit = the target's old mass minus the final one; wall_time_s; ...).")
     p.add_argument("dir", metavar="DIR", help="folder holding run directories (searched recursively)")
@@ -705,11 +864,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"{','.join(DEFAULT_TABLE_METRICS)})")
     p.add_argument("--by", default=None, help="comma-separated grouping keys (default: the swept settings)")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    p.add_argument("--theory", action="store_true",
+                   help="add the theory's prediction for each group's config (predicted_<metric> columns, dashed "
+                        "lines; Adam runs get the optimum only, flagged; see ptforget.predict)")
     return p
 
 
 #: ``key=value`` words of the command line and the flag each one is
-KEY_VALUE_OPTIONS = {"metrics": "--metrics", "by": "--by", "out": "--out", "figures": None}
+KEY_VALUE_OPTIONS = {"metrics": "--metrics", "by": "--by", "out": "--out", "figures": None, "theory": None}
 
 
 def _key_value_args(argv: Sequence[str]) -> list[str]:
@@ -724,11 +886,13 @@ def _key_value_args(argv: Sequence[str]) -> list[str]:
         if key not in KEY_VALUE_OPTIONS:
             raise ReportError(f"{key}={value}: not an option of ptforget-report; allowed: "
                               + ", ".join(f"{k}=..." for k in KEY_VALUE_OPTIONS))
-        if key == "figures":
+        if key in ("figures", "theory"):
             if value.lower() not in ("true", "false"):
-                raise ReportError(f"figures={value}: allowed: true or false")
-            if value.lower() == "false":
+                raise ReportError(f"{key}={value}: allowed: true or false")
+            if key == "figures" and value.lower() == "false":
                 out.append("--no-figures")
+            if key == "theory" and value.lower() == "true":
+                out.append("--theory")
             continue
         if key in ("metrics", "by"):
             value = value.strip()
@@ -794,7 +958,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        res = write_report(root, out, metrics=metrics, figures=not args.no_figures, by=by)
+        res = write_report(root, out, metrics=metrics, figures=not args.no_figures, by=by, theory=args.theory)
     except ReportError as err:
         print(f"ptforget-report: error: {err}", file=sys.stderr)
         return 2
@@ -810,6 +974,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
     if n_bad:
         print(f"\n{n_bad} run(s) not complete ({len(unreadable)} unreadable): see {res['summary_md']}")
+    if args.theory:
+        print(f"\ntheory: predicted_<metric> columns in {res['summary_csv'].name} and {res['summary_md'].name}, "
+              "theory_<metric>.png (dashed: the prediction for each group's config)")
     print(f"\nreport: {res['summary_md'].parent}")
     return 0
 

@@ -118,6 +118,33 @@ def mean_ci(values: Iterable[float], level: float = 0.95) -> dict[str, float]:
     return {"n": n, "mean": mean, "std": std, "ci": half, "lo": mean - half, "hi": mean + half}
 
 
+#: the values a metric can take (a run's summary fields by their report name, extremes included): an interval is
+#: clipped to these, so a band never claims an impossible value (a negative mass)
+UNIT = (0.0, 1.0)
+NON_NEGATIVE = (0.0, math.inf)
+METRIC_RANGES = {"old_mass": UNIT, "weight": UNIT, "comp_bc": UNIT, "target_old_mass": UNIT, "drift": NON_NEGATIVE,
+                 "region_drift": NON_NEGATIVE, "new_error": NON_NEGATIVE, "comp_drift": NON_NEGATIVE,
+                 "comp_new_error": NON_NEGATIVE, "wall_time_s": NON_NEGATIVE}
+
+
+def metric_range(metric: str) -> tuple[float, float]:
+    """(low, high) a metric can take (``old_mass_min`` is ``old_mass``'s); (-inf, inf) when nothing bounds it."""
+    for stat in ("_first", "_last", "_min", "_max"):
+        if metric.endswith(stat):
+            metric = metric[: -len(stat)]
+            break
+    return METRIC_RANGES.get(metric, (-math.inf, math.inf))
+
+
+def clipped_ci(values: Iterable[float], metric: str, level: float = 0.95) -> dict[str, float]:
+    """``mean_ci`` with ``lo``/``hi`` clipped to the metric's range (``ci`` stays the t half-width)."""
+    st = mean_ci(values, level)
+    low, high = metric_range(metric)
+    if st["n"] > 1:
+        st["lo"], st["hi"] = max(st["lo"], low), min(st["hi"], high)
+    return st
+
+
 @dataclass(frozen=True)
 class Summary:
     """Mean and two-sided t-interval of the finite values; ``lo``/``hi`` are None when n < 2 (no interval)."""

@@ -12,7 +12,8 @@ from ptforget.terminal import line, print_rich_table
 ROWS = [
     ("old_mass", "old-region mass"),
     ("weight", "old component weight"),
-    ("drift", "old-mode drift (region view)"),
+    ("drift", "old-core drift since the start"),
+    ("region_drift", "old-region mean - p*'s (region view)"),
     ("comp_drift", "old-mean drift ||mu_o - mu_o*||"),
     ("new_error", "new-mode error (region view)"),
     ("comp_new_error", "new-mean error ||mu_n - mu_n*||"),

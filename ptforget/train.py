@@ -29,7 +29,8 @@ from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, rea
 log = logging.getLogger("ptforget")
 
 #: config keys that do not change a run's result (excluded from its hash)
-NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits")
+NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
+                   "task_name", "optimized_metric")
 #: statuses of a run that has ended for good (its folder is reused only by the same config)
 FINISHED = ("complete", "diverged")
 #: the lock file that keeps two processes out of one run folder
@@ -268,6 +269,7 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     summary = _write_members(cfg, run_dir, module, "complete", "", time.perf_counter() - t0)
     ckpt.unlink(missing_ok=True)
     build.finish_logger(logger)
+    _wandb_runs(cfg, run_dir, summary)
     if signum is not None:  # the signal came after the last step: the run is complete, the process still stops
         raise interrupt.RunInterrupted(signum, f"interrupted by {interrupt.signal_name(signum)} after {run_dir} "
                                                "completed")
@@ -290,8 +292,9 @@ def _stop_interrupted(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, 
 def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, status: str, reason: str,
                     wall: float) -> None:
     """Write the summaries of a run that stopped early; a failure to write (full disk) never hides the cause."""
+    summary = None
     try:
-        _write_members(cfg, run_dir, module, status, reason, wall)
+        summary = _write_members(cfg, run_dir, module, status, reason, wall)
     except OSError as err:
         if environment_error(err) is None:  # a full disk is reported once, by the entry point
             log.error("could not record the %s run in %s: %s", status, run_dir, err)
@@ -299,6 +302,16 @@ def _record_failure(cfg: DictConfig, run_dir: Path, module: Any, logger: Any, st
         build.finish_logger(logger)
     except Exception as err:
         log.error("could not close the logger of %s: %s", run_dir, err)
+    if summary is not None and status != "interrupted":  # an interrupted run resumes: it is logged when it ends
+        _wandb_runs(cfg, run_dir, summary)
+
+
+def _wandb_runs(cfg: DictConfig, run_dir: Path, summary: dict[str, Any]) -> None:
+    """logger=wandb: one W&B run per seed from the files just written (``ptforget.wandb_runs``)."""
+    if cfg.logger.get("kind") == "wandb":
+        from ptforget.wandb_runs import log_runs
+
+        log_runs(cfg, run_dir, summary)
 
 
 def _resume_failed(ckpt: Path, err: BaseException) -> None:
@@ -419,10 +432,26 @@ def summarize(cfg: dict[str, Any], module: Any, status: str, reason: str, wall: 
         "pretrain": getattr(module.generator, "pretrain_stats", {}),
         "start": module.start[member] if module.start else None,
         "target": target,
+        "undefined": undefined_metrics(history),
         "overrides": _overrides(),
         "choices": _choices(),
         "config": {k: v for k, v in cfg.items() if k != "hydra"},
     }
+
+
+def undefined_metrics(history: list[dict[str, float]]) -> dict[str, str]:
+    """Why a metric is NaN in a run (its metrics stay NaN rather than a number that means nothing): the old core
+    held (almost) none of the model's mass at some evaluations, so its location ``core_pos`` and the ``drift``
+    measured from it are undefined there."""
+    from ptforget.generators.base import CORE_MIN_MASS
+
+    empty = [int(r["step"]) for r in history if "core_pos" in r and r["core_pos"] != r["core_pos"]]
+    if not empty:
+        return {}
+    why = (f"the old core (1 to 3 units beyond mu_o*) held less than {CORE_MIN_MASS:g} of the model's mass at "
+           f"{len(empty)} of {len(history)} evaluations (first at step {empty[0]}): the old mode has left it, so "
+           "its location is undefined there (NaN; min/max are over the defined values)")
+    return {"core_pos": why, "drift": why}
 
 
 def target_values(task: Any) -> dict[str, float]:

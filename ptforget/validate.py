@@ -325,6 +325,12 @@ def validate_top(cfg: DictConfig | dict) -> None:
           f"an integer in [1, {4 * cores}] (this host has {cores} cores)")
     check_study(c.get("study", "default"))
     check_choice((c.get("logger") or {}).get("kind"), "logger.kind", build.LOGGERS)
+    check_choice(c.get("wandb_mode", "offline"), "wandb_mode", build.WANDB_MODES)
+    tags = c.get("tags") or []
+    check(isinstance(tags, list) and all(isinstance(t, str | int | float) and not isinstance(t, bool) for t in tags),
+          "tags", tags, "a list of labels, e.g. tags=[baseline,sgd]")
+    check(isinstance(c.get("task_name", "train"), str) and bool(c.get("task_name", "train")), "task_name",
+          c.get("task_name"), "a non-empty name, e.g. train")
     ce = c.get("checkpoint_every", 0)
     check(is_int(ce, 0), "checkpoint_every", ce, "an integer >= 0 (0 disables resume checkpoints)")
     check(isinstance(c.get("compile", False), bool), "compile", c.get("compile"), "true or false")
@@ -352,7 +358,7 @@ def validate_logger(cfg: DictConfig | dict) -> None:
     logger = cfg["logger"]
     if logger.get("kind") != "wandb":
         return
-    check_choice(logger.get("mode", "offline"), "logger.mode", build.WANDB_MODES)
+    check_choice(logger.get("mode", "offline"), "wandb_mode", build.WANDB_MODES)
     check(importlib.util.find_spec("wandb") is not None, "logger.kind", "wandb",
           "'csv' or 'none' (wandb is not installed: pip install 'ptforget[wandb]')")
     env = os.environ.get("WANDB_MODE")
@@ -692,11 +698,11 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     if is_int(dim, 1):  # the task builds d x d matrices: the theory's own (1 + 2d)^2 ones bound d first
         check_memory([("task.dim", 8.0 * 8 * (1 + 2 * dim) ** 2)], mem, container, "the predictions")
     build.instantiate_group(cfg.task, "task")
-    if cfg.get("claims", "all") != "all":
+    if cfg.get("claims", "all") not in ("all", "objective"):
         from ptforget.check import selected_claims
 
         check(OmegaConf.is_list(cfg.claims) and len(cfg.claims) > 0, "claims", cfg.claims,
-              "'all' or a non-empty list of claim ids, e.g. [P1,P10]")
+              "'objective', 'all' or a non-empty list of claim ids, e.g. [P1,P10]")
         selected_claims(cfg)
     tc = theory_config(cfg, whitened=True)
     _, keys = theory_fields(cfg)

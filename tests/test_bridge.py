@@ -26,7 +26,7 @@ def test_task_and_objective_keys_reach_the_theory():
 def test_theory_cli_writes_json(tmp_path):
     out = tmp_path / "pred.json"
     proc = subprocess.run([sys.executable, "-c", "from ptforget.cli import theory_main; theory_main()",
-                           "task.delta=6", f"output={out}"], capture_output=True, text=True, timeout=120,
+                           "task.delta=6", "claims=all", f"output={out}"], capture_output=True, text=True, timeout=120,
                           env={**os.environ}, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())

@@ -115,6 +115,19 @@ def test_a_users_objective_is_preflighted_and_trained(ext: tuple[Path, dict[str,
         assert "objective.batchh=3" in line and "'batch'" in line
 
 
+def test_help_documents_a_plugins_keys_and_the_check_lists_its_claims(ext: tuple[Path, dict[str, str]]) -> None:
+    tmp, env = ext
+    proc = _run([str(BIN / "ptforget-train"), "--help", "objective=anchored_sft"], env, tmp)
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "objective.alpha=0.5" in ln)
+    assert "weight of KL(q || p*)" in line  # the plugin's own YAML comment
+    check = _run([str(BIN / "ptforget-check"), "--help"], env, tmp)
+    assert check.returncode == 0, check.stderr
+    listed = check.stdout.split("claims (claims=[ID,...]", 1)[1]
+    for cid in ("P1", "P10", "P17", "MYCLAIM"):  # built-in claims and the plugin's
+        assert f"\n  {cid} " in listed, cid
+
+
 def test_a_users_claim_runs_in_the_check(ext: tuple[Path, dict[str, str]]) -> None:
     tmp, env = ext
     out = tmp / "out" / "check"

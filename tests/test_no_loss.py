@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -293,11 +294,19 @@ def test_wandb_online_without_a_network_logs_offline(tmp_path, monkeypatch):
     import wandb
 
     from ptforget import build
+    from ptforget.wandb_runs import log_runs
 
     modes = []
 
     class Run:
-        pass
+        dir = str(tmp_path / "wandb" / "run" / "files")
+        summary: typing.ClassVar[dict] = {}
+
+        def log(self, *a, **k):
+            pass
+
+        def finish(self):
+            pass
 
     def fake_init(**kwargs):
         modes.append(kwargs["mode"])
@@ -305,14 +314,15 @@ def test_wandb_online_without_a_network_logs_offline(tmp_path, monkeypatch):
 
     monkeypatch.setattr(wandb, "init", fake_init)
     monkeypatch.setattr(build, "WANDB_PROBE_S", 2.0)
-    monkeypatch.setattr("lightning.pytorch.loggers.WandbLogger", lambda experiment: experiment)
     for var in ("HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("WANDB_MODE", "")  # set but empty: wandb would reject it with a long traceback
     assert not build.wandb_reachable(1.0)
-    build.make_logger(compose_cfg("logger=wandb", "logger.mode=online"), tmp_path)
-    assert modes == ["offline"] and os.environ["WANDB_MODE"] == "online"
+    cfg = compose_cfg("logger=wandb", "wandb_mode=online")
+    assert build.make_logger(cfg, tmp_path) is False and "WANDB_MODE" not in os.environ
+    log_runs(cfg, tmp_path, {"status": "complete", "seed": 0, "final": {"old_mass": 0.5}})
+    assert modes == ["offline"]
 
 
 def test_a_wandb_mode_in_the_environment_is_checked():

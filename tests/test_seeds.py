@@ -97,7 +97,7 @@ def test_member_enumerated_reverse_kl_gradient_equals_the_exact_one(family):
         for p, stacked in zip(solo.parameters(), members.parameters(), strict=True):
             assert torch.allclose(stacked.grad[k], p.grad, atol=0.02, rtol=0.05), (k, stacked.grad[k], p.grad)
         ms = measure(solo, task, 64)
-        for key in ("old_mass", "weight", "comp_drift", "comp_bc", "drift"):
+        for key in ("old_mass", "weight", "comp_drift", "comp_bc", "region_drift"):
             assert torch.allclose(m[key][k], ms[key], atol=1e-5), key
 
 

@@ -88,14 +88,14 @@ def test_a_diverging_job_does_not_stop_the_sweep_and_the_report_lists_it(tmp_pat
 
 @pytest.mark.parametrize("mode_env", [None])
 def test_wandb_logger_goes_offline_without_network(tmp_path, mode_env):
-    """logger.mode=online and no network reachable: after a short probe the run logs offline and finishes."""
+    """wandb_mode=online and no network reachable: after a short probe the run logs offline and finishes."""
     env = _env(tmp_path, WANDB_SILENT="true", WANDB_BASE_URL="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
                HTTP_PROXY="http://127.0.0.1:9")
     env.pop("WANDB_MODE")
     if mode_env:
         env["WANDB_MODE"] = mode_env
     run_dir = tmp_path / "run"
-    proc = subprocess.run([str(BIN / "ptforget-train"), "logger=wandb", "logger.mode=online", "trainer.max_steps=20",
+    proc = subprocess.run([str(BIN / "ptforget-train"), "logger=wandb", "wandb_mode=online", "trainer.max_steps=20",
                            "eval_every=10", "quiet=true", f"hydra.run.dir={run_dir}"], env=env, capture_output=True,
                           text=True, timeout=120)  # the probe is bounded (build.WANDB_PROBE_S): no 96 s wait
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -23,6 +23,11 @@ from torch import Tensor, nn
 from ptforget.gaussian import halfspace_stats
 from ptforget.tasks import TwoModeTask
 
+#: the old core's location (``core_pos``) is undefined (NaN) when the core holds less than this fraction of the
+#: model's mass (quadrature and exact views), or fewer than CORE_MIN_SAMPLES Monte-Carlo samples: the conditional
+#: mean of an (almost) empty slab is rounding noise (it read -4.77e23 once)
+CORE_MIN_MASS = 1e-9
+CORE_MIN_SAMPLES = 8
 
 class Generator(nn.Module):
     """Base class. Subclasses implement ``log_prob``, ``sample`` and ``expectation``."""
@@ -101,6 +106,7 @@ class Generator(nn.Module):
             t = x @ a
             core = ((t > lo) & (t < hi)).to(q.dtype) * q
             pos = (core @ x / core.sum(-1).clamp_min(1e-30).unsqueeze(-1) - task.mu_old) @ u
+            pos = torch.where(core.sum(-1) > CORE_MIN_MASS * z, pos, torch.nan)  # an empty core has no location
             return {"region_mass": m_old / z, "region_mean": old, "new_region_mean": new, "core_pos": pos}
         x = self.sample(n)
         mask = task.old_region(x).to(x.dtype).unsqueeze(-1)
@@ -110,6 +116,7 @@ class Generator(nn.Module):
         t = x @ a
         core = ((t > lo) & (t < hi)).to(x.dtype).unsqueeze(-1)
         pos = ((x * core).sum(-2) / core.sum(-2).clamp_min(1.0) - task.mu_old) @ u
+        pos = torch.where(core.sum((-2, -1)) >= CORE_MIN_SAMPLES, pos, torch.nan)
         return {"region_mass": mask.mean((-2, -1)), "region_mean": old, "new_region_mean": new, "core_pos": pos}
 
     @torch.no_grad()
@@ -137,4 +144,5 @@ def region_stats(weights: Tensor, loc: Tensor, cov: Tensor, task: TwoModeTask) -
     m_lo, mean_lo = halfspace_stats(weights, loc, cov, ac, lo)
     m_hi, mean_hi = halfspace_stats(weights, loc, cov, ac, hi)
     core = (m_lo.unsqueeze(-1) * mean_lo - m_hi.unsqueeze(-1) * mean_hi) / (m_lo - m_hi).clamp_min(1e-30).unsqueeze(-1)
-    return {"region_mass": mass, "region_mean": old, "new_region_mean": new, "core_pos": (core - task.mu_old) @ u}
+    pos = torch.where(m_lo - m_hi > CORE_MIN_MASS * weights.sum(-1), (core - task.mu_old) @ u, torch.nan)
+    return {"region_mass": mass, "region_mean": old, "new_region_mean": new, "core_pos": pos}

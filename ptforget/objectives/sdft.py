@@ -1,4 +1,4 @@
-"""SDFT (Shenfeld et al. 2026) in R^d: distillation toward an EMA self-teacher (paper R11, methods.md §2.7).
+"""SDFT (Shenfeld et al. 2026) in R^d: distillation toward an EMA self-teacher (R11 in docs/theory.md).
 
 Teacher: a frozen copy phi of the student, updated after every optimizer step as an EMA,
 ``phi <- (1 - alpha_ema) phi + alpha_ema theta`` (the official code: rate 0.01, synced every step). The teacher

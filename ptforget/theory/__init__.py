@@ -1,4 +1,4 @@
-"""Exact theory engine for the two-mode forgetting model (paper.md §1-§5): overlaps, population flows, local
+"""Exact theory engine for the two-mode forgetting model (docs/theory.md): overlaps, population flows, local
 geometry and the closed forms of the near-on-policy methods. Imports only torch, numpy and ptforget.errors.
 
 The claims P1-P17 themselves (what each predicts for a config, and how it is checked against trained models) are

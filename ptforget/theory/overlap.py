@@ -1,4 +1,4 @@
-"""Overlap quantities of equal-covariance Gaussian modes (paper.md D3, D4, R0).
+"""Overlap quantities of equal-covariance Gaussian modes (docs/theory.md: BC, misassignments, R0).
 
 All positions are in whitened (Mahalanobis) units: Sigma = I after whitening, so the separation ``delta`` is
 the Mahalanobis distance. Exact values use 1-D quadrature (the responsibilities depend on x only through

@@ -1,4 +1,4 @@
-"""Exact population objectives, gradients, flows and local geometry of the two-mode model (paper.md R1-R10).
+"""Exact population objectives, gradients, flows and local geometry of the two-mode model (docs/theory.md R1-R10).
 
 Conventions (whitened / Mahalanobis units, Sigma = sigma^2 I):
   * truth: mu_o* = 0, mu_n* = delta e1; target p* = beta* N(0, I) + (1 - beta*) N(delta e1, I);

@@ -152,7 +152,7 @@ def test_drift_vs_separation_report_draws_the_sup_drift_against_delta(tmp_path: 
 def test_labels_are_human() -> None:
     assert label_of("old_mass") == "old-region mass"
     assert label_of("comp_drift").startswith("old-component drift")
-    assert label_of("drift_max") == "old-mode drift (region view), max over the run"
+    assert label_of("drift_max") == "old-core drift since the start, max over the run"
     assert label_of("task.delta").startswith("separation")
     assert label_of("no_such_key") == "no_such_key"
 

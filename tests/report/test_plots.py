@@ -140,7 +140,7 @@ def test_axis_labels_are_human(tmp_path: Path, drawn: list) -> None:
     plots.plot_metric_vs_param({"x": ([1, 2], [0.1, 0.2])}, tmp_path / "v.png", xlabel=plots.label_of("task.delta"),
                                ylabel=plots.label_of("drift_max"))
     assert drawn[0][0][4].startswith("old-component drift")
-    assert drawn[1][0][4] == "old-mode drift (region view), max over the run"
+    assert drawn[1][0][4] == "old-core drift since the start, max over the run"
 
 
 def test_density_panels_one_page_for_every_family(tmp_path: Path, drawn: list) -> None:

@@ -305,18 +305,18 @@ class OldModeMigration(Claim):
             res = got[spec]
             task = task_of(ctx, spec)
             pred = region_of(task, [(1.0, "new")])["drift"]
-            gap = start_gap(float(np.mean([r.col("drift")[0] for r in res.runs])), pred)
-            curves[g] = res.curves("drift")
+            gap = start_gap(float(np.mean([r.col("region_drift")[0] for r in res.runs])), pred)
+            curves[g] = res.curves("region_drift")
             stay = region_of(task, [(float(task.beta0), "old"), (1 - float(task.beta0), "new")])["drift"]
             rule = rules.discriminate(pred, rules.Rival(
                 "the old mode stays at mu_o* (only the weights move)", stay, "SFT's data never reach the old mode: a "
                 "picture in which only the mixture weight responds"), wrong=0.5 * (pred + stay))
             yield Row("SFT: the old region's mean moves to p_new's", g, "theory", f"Delta={task.delta:g}",
-                      "final old-region drift ||E_q[x|old] - E_p*[x|old]||", res.values("drift"), rule,
+                      "final old-region drift ||E_q[x|old] - E_p*[x|old]||", res.values("region_drift"), rule,
                       note=f"q -> p_new: the drift of p_new's own old-region mean (start gap {gap:.3g}); the negative "
                       "control's wrong theory stops halfway",
-                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "drift", target=pred),
-                      **settled(ctx, res, "drift", rule))
+                      explain=longer_run(spec, ctx.control_steps(ctx.steps(g)), "region_drift", target=pred),
+                      **settled(ctx, res, "region_drift", rule))
             if g in ("gmm", "mdn"):
                 rule = rules.discriminate(task.delta, rules.Rival(
                     "the old component stays at mu_o*", 0.0, "only the weight responds to SFT"), wrong=task.delta / 2)
@@ -336,7 +336,7 @@ class OldModeMigration(Claim):
                       rules.near(pred, tol, "15% of the prediction, at least 0.1"),
                       note=f"final weight: learned {np.mean(res.values('weight')):.3g}, flow {flow['weight'][-1]:.3g}")
             theory[f"GMM exact flow (SGD), Delta={delta:g}: ||mu_o - mu_o*||"] = (flow["step"], flow["old_mean_error"])
-        yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p4_fkl_old_mode.png"), key="drift",
+        yield Section([ctx.plots.plot_trajectories(curves, ctx.figure_path("p4_fkl_old_mode.png"), key="region_drift",
                                                    title="P4: SFT at Delta=2, old-region drift (Adam)")])
 
     predict = staticmethod(p4_fkl_old_mean_drift)
