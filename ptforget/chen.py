@@ -22,8 +22,9 @@ The details of their code (``DETAILS``; docs/chen2025.md measures what each one 
   the model sits far from the new mode (the uni-modal start: p_new / q ~ 1e-21 at x = -3.5) every sample gets the
   same floored reward and the score-function gradient loses the pull of the far samples.
 * ``density_floor``: 1e-12 is added to the model density wherever it divides: q + 1e-12 in the uni-modal reward,
-  the importance weight (q + 1e-12) / (q_new + 1e-12), and the responsibilities of the gradients, which makes
-  them the gradient of log(q + 1e-12) (the new component's responsibility is (q_new + 1e-12) / (q + 1e-12)).
+  the importance weight (q + 1e-12) / (q_new + 1e-12), and the responsibilities of the hand-written gradients:
+  the bi-modal SFT gradient is that of log(q + 1e-12), the RL score weighs the new component by
+  (q_new + 1e-12) / (q + 1e-12). A far-right sample of p_new, where q < 1e-12, loses most of its pull.
 * ``numpy_stream``: samples come from NumPy's legacy Mersenne Twister, ``x = loc + scale * standard_normal``;
   seed k of a run draws from RandomState(seed + k), and the runs of a setting share that stream in their listed
   order (a run starts after the iterations x samples draws of the runs before it), as their script's single

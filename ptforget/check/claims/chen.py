@@ -156,9 +156,9 @@ def _effect(base: np.ndarray, alt: np.ndarray, key: str) -> tuple[str, bool]:
         return "none (every seed identical)", False
     rt = rank_test(alt.astype(float).tolist(), base.astype(float).tolist())
     p = min(1.0, 2 * min(rt["p_greater"], rt["p_less"]))
-    digits = 1 if key == "stop" else 4
+    shift = f"{rt['shift']:+.1f}" if key == "stop" else f"{rt['shift']:+.2g}"
     moved = int((alt != base).sum())
-    return (f"{rt['shift']:+.{digits}f} (p = {p:.2g}; {moved}/{len(base)} seeds moved)",
+    return (f"{shift} (p = {p:.2g}; {moved}/{len(base)} seeds moved)",
             p < 0.05 and abs(rt["shift"]) >= MATERIAL[key])
 
 
