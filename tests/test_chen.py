@@ -171,3 +171,21 @@ def test_details_and_their_validation():
             simulate("unimodal", "fkl", 0.05, {key: bad})
     with pytest.raises(ConfigError, match="chen2025.seeds"):  # refused before anything is allocated
         simulate("unimodal", "fkl", 0.05, {"seeds": 10**6})
+
+
+def test_check_refuses_runs_without_chens_panels():
+    """The check's rows read Chen's four panels: a config that drops one is refused with the key, before any run."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from ptforget.check.claims.chen import Chen2025
+
+    runs = [{"method": "fkl", "lr": 0.2}, {"method": "reinforce", "lr": 0.01}]
+    cfg = OmegaConf.create({"chen2025": {"faithful": False, "seed": 0, "settings": {"bimodal": {"runs": runs}}}})
+    ctx = SimpleNamespace(profile=SimpleNamespace(chen_seeds=2), compose=lambda overrides: cfg)
+    with pytest.raises(ConfigError, match=r"chen2025\.settings\.bimodal\.runs"):
+        next(iter(Chen2025().rows(ctx, {})))
+    bad = OmegaConf.create({"chen2025": {"faithful": "their code"}})
+    with pytest.raises(ConfigError, match="chen2025.faithful"):
+        next(iter(Chen2025().rows(SimpleNamespace(profile=ctx.profile, compose=lambda overrides: bad), {})))

@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 
 from ptforget.check import rules
 from ptforget.check.registry import Claim, Row, Section, register
+from ptforget.errors import check
 from ptforget.io import write_json
 from ptforget.stats import rank_test
 
@@ -45,6 +46,10 @@ class Chen2025(Claim):
         details_of(params.get("faithful", False))  # validated; the check runs both variants whatever it says
         params["seeds"] = int(ctx.profile.chen_seeds)
         plan = runs_of(params)
+        for key, where in ((("bimodal", "fkl", 0.15), "bimodal"), (("bimodal", "reinforce", 0.01), "bimodal"),
+                           (("unimodal", "fkl", 0.05), "unimodal"), (("unimodal", "reinforce", 0.005), "unimodal")):
+            check(key in plan, f"chen2025.settings.{where}.runs", [r for r in plan if r[0] == where],
+                  f"a list including {{method: {key[1]}, lr: {key[2]:g}}} (the rows read Chen's panels)")
         main = {f: {(s, m, lr): simulate(s, m, lr, {**params, "faithful": f}) for s, m, lr in plan}
                 for f in VARIANTS}
         alone = {(d, key): simulate(*key, {**params, "faithful": [d]}) for d in DETAILS for key in plan
