@@ -31,6 +31,9 @@ ROUNDING = 0.005
 #: equivalence margin of "this detail alone gives the faithful number": one unit of the published figure's last digit
 EQUIVALENCE = 0.01
 VARIANTS = {False: "described method", True: "their code's details (faithful)"}
+#: the runs the rows compare: (setting, method, lr) of Chen's panels
+PANELS = (("bimodal", "fkl", 0.15), ("bimodal", "reinforce", 0.01), ("unimodal", "fkl", 0.05),
+          ("unimodal", "reinforce", 0.005))
 
 
 @register
@@ -46,9 +49,8 @@ class Chen2025(Claim):
         details_of(params.get("faithful", False))  # validated; the check runs both variants whatever it says
         params["seeds"] = int(ctx.profile.chen_seeds)
         plan = runs_of(params)
-        for key, where in ((("bimodal", "fkl", 0.15), "bimodal"), (("bimodal", "reinforce", 0.01), "bimodal"),
-                           (("unimodal", "fkl", 0.05), "unimodal"), (("unimodal", "reinforce", 0.005), "unimodal")):
-            check(key in plan, f"chen2025.settings.{where}.runs", [r for r in plan if r[0] == where],
+        for key in PANELS:
+            check(key in plan, f"chen2025.settings.{key[0]}.runs", [r for r in plan if r[0] == key[0]],
                   f"a list including {{method: {key[1]}, lr: {key[2]:g}}} (the rows read Chen's panels)")
         main = {f: {(s, m, lr): simulate(s, m, lr, {**params, "faithful": f}) for s, m, lr in plan}
                 for f in VARIANTS}
