@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ptforget.check import run_check
+from ptforget.io import read_json
 from tests.check.conftest import check_config, train_compose
 from tests.conftest import compose_cfg
 
@@ -52,5 +53,17 @@ def test_chen2025_overlap_accuracy_simulations_and_check_section(tmp_path):
                         train_compose)
     assert (tmp_path / "chen2025.json").exists() and "seeds reaching gain 0.9" in (tmp_path / "report.md").read_text()
     rows = payload["verdicts"]
-    assert [v["claim"] for v in rows] == ["chen2025"] * 4 and all(v["n"] == 4 for v in rows)
+    # both variants (described, faithful): bi-modal RL vs SFT, uni-modal SFT/RL forget, RL vs SFT, the published
+    # SFT and RL drops; their run itself (n=1) and the reward floor alone against the faithful run
+    assert [v["claim"] for v in rows] == ["chen2025"] * 14 and all(v["kind"] == "replication" for v in rows)
+    assert sorted(v["n"] for v in rows) == [1] + [4] * 13
     assert {v["family"] for v in rows} == {"chen2025"} and rows[0]["versus"] is not None
+    assert {v["extra"]["faithful"] for v in rows if v["title"].startswith("Bi-modal")} == {False, True}
+    entries = read_json(tmp_path / "chen2025.json")
+    main = [e for e in entries if isinstance(e["faithful"], bool)]
+    assert len(main) == 10 and {e["faithful"] for e in main} == {False, True}
+    for e in entries:
+        assert {"setting", "method", "lr", "faithful", "stop", "drop_at_stop"} <= set(e)
+        assert len(e["stop"]) == len(e["drop_at_stop"]) == 4
+    text = (tmp_path / "report.md").read_text()
+    assert "| unimodal | reinforce lr=0.005 | reward_floor |" in text and "stop and drop |" in text
