@@ -339,14 +339,56 @@ def trajectory_problem(run_dir: Path) -> str | None:
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
+            if not header:
+                return "trajectory.csv is empty (the run wrote no evaluation)"
+            n = 0
             for row in reader:
-                if header is None or len(row) > len(header):
+                if len(row) > len(header):
                     return "trajectory.csv: a row longer than its header"
+                n += 1
+            if n == 0:
+                return "trajectory.csv has a header and no rows (the run wrote no evaluation)"
     except UnicodeDecodeError as err:
         return f"trajectory.csv is not text ({err.reason})"
     except (OSError, csv.Error) as err:
         return f"trajectory.csv: {err}"
     return None
+
+
+def dedupe(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows with each run counted once, the duplicates left out): two folders holding the same run (same config
+    hash and seed: a sweep launched twice into one study) are one seed, not two. Of a run's copies the first
+    complete one is kept (else the first); each left-out row gets ``duplicate_of`` (the kept row's ``run``)."""
+    kept: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for r in rows:
+        key = (r.get("config_hash"), r.get("seed"))
+        if key[0] is None or r.get("status") == "unreadable":
+            continue
+        first = kept.get(key)
+        if first is None or (first.get("status", "complete") != "complete"
+                             and r.get("status", "complete") == "complete"):
+            kept[key] = r
+    keep_ids = {id(r) for r in kept.values()}
+    unique, dups = [], []
+    for r in rows:
+        key = (r.get("config_hash"), r.get("seed"))
+        if id(r) in keep_ids or key not in kept:
+            unique.append(r)
+        else:
+            dups.append({**r, "duplicate_of": kept[key]["run"]})
+    return unique, dups
+
+
+def duplicates_markdown(dups: Sequence[dict[str, Any]]) -> str:
+    """Markdown section naming the runs counted once because another folder holds the same run ('' if none)."""
+    if not dups:
+        return ""
+    lines = [f"## Duplicate runs counted once ({len(dups)})", "",
+             "Same config hash and seed as an earlier folder: one run, not an extra seed.", "",
+             "| run | same run as | seed | config_hash |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(_md_escape(_fmt(r.get(k))) for k in ("run", "duplicate_of", "seed", "config_hash"))
+              + " |" for r in dups]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -639,7 +681,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     name what the runs lack.
     """
     root = Path(root)
-    rows = collect(root)
+    rows, dups = dedupe(collect(root))
     if not rows:
         raise FileNotFoundError(f"no summary.json under {root}")
     validate_options(rows, metrics, by)
@@ -676,6 +718,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     bad = bad_runs_markdown(rows, by)
     if bad:
         md += ["", bad]
+    if dups:
+        md += ["", duplicates_markdown(dups)]
     figs: list[Path] = []
     if figures:
         figs = _figures(rows, agg, by, out, metrics=fig_metrics, trajectories=trajectories,
@@ -686,7 +730,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     atomic_write_text(summary_md, markdown)
     return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
             "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
-            "figures": figs, "experiment": experiment}
+            "figures": figs, "experiment": experiment, "duplicates": dups}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -807,6 +851,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unreadable = [r for r in res["rows"] if r.get("status") == "unreadable"]
     for r in unreadable:
         print(f"skipped unreadable run {r['run']}: {r['reason']}", file=sys.stderr)
+    for r in res["duplicates"]:
+        print(f"counted once: {r['run']} holds the same run as {r['duplicate_of']} (config hash {r['config_hash']}, "
+              f"seed {r.get('seed')})", file=sys.stderr)
     n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
     if n_bad:
         print(f"\n{n_bad} run(s) not complete ({len(unreadable)} unreadable): see {res['summary_md']}")
