@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ptforget import build, resources
 from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
 from ptforget.io import dir_problem
-from ptforget.tasks import check_separation
+from ptforget.tasks import MIN_DELTA, check_separation
 
 #: accelerators a run may ask for (Lightning's names); whether the device exists is checked where the job runs
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -771,8 +771,9 @@ def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, loca
 #: keys of a check profile and what each must be
 PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds")
 PROFILE_LISTS = {
-    "deltas": (lambda v: is_number(v) and 0 <= v <= 26, "Mahalanobis separations in [0, 26]"),
-    "method_deltas": (lambda v: is_number(v) and 0 <= v <= 26, "Mahalanobis separations in [0, 26]"),
+    "deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26, f"Mahalanobis separations in [{MIN_DELTA:.3g}, 26]"),
+    "method_deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26,
+                      f"Mahalanobis separations in [{MIN_DELTA:.3g}, 26]"),
     "replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "rkl_replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "batch_sizes": (lambda v: is_int(v, 1), "batch sizes (integers >= 1)"),

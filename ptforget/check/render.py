@@ -263,7 +263,7 @@ def update_readme(readme: Path, block: str) -> bool:
     new = text[:i] + "\n" + block + "\n" + text[j:]
     if new == text:
         return False
-    if not os.access(readme, os.W_OK):
+    if not os.access(readme, os.W_OK) or not readme.stat().st_mode & 0o222:  # root may write anything
         raise ReadmeError(f"{readme}: read-only (the block would change; make it writable)")
     try:
         atomic_write_text(readme.resolve(), new)
