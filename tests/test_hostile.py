@@ -458,3 +458,21 @@ def test_pickle_is_what_the_planted_checkpoint_uses():
     assert marker.exists()
     marker.unlink()
     assert sys.modules["ptforget.train"]  # the loader under test
+
+
+@pytest.mark.parametrize(("objective", "field", "key"), [("fkl_replay", "replay", "objective.lam"),
+                                                         ("sdft", "sdft_lam", "objective.lam"),
+                                                         ("ttt_discover", "lam", "objective.lam")])
+def test_a_limit_names_the_key_the_user_set(objective, field, key):
+    """`objective.lam=2` was reported as `objective=2.0` by ptforget-theory; the theory's fields name their keys."""
+    from hydra import compose, initialize_config_module
+
+    from ptforget.bridge import theory_fields
+
+    with initialize_config_module("ptforget.conf", version_base="1.3"):
+        cfg = compose("theory", overrides=[f"objective={objective}"])
+    assert theory_fields(cfg)[1][field] == key
+    if objective != "ttt_discover":  # TTT-Discover's lam has no upper bound
+        with pytest.raises(ConfigError) as err:
+            cli.preflight_argv([f"objective={objective}", "objective.lam=2"], "theory", validate.validate_theory)
+        assert err.value.key == "objective.lam"
