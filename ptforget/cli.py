@@ -411,6 +411,10 @@ def _check_run_dirs(pre: Preflight) -> None:
     for i, job in enumerate(pre.jobs):
         run_dir = folder / str(i)
         recorded = _recorded_overrides(run_dir)
+        foreign = train.foreign_outputs(run_dir) if recorded is None and pre.hydra.get("output_subdir") else None
+        if foreign is not None:
+            raise ConfigError(key, str(folder), f"a folder without files ptforget did not write ({foreign}); choose "
+                              "a new hydra.sweep.dir")
         if recorded is None or recorded == job:
             continue  # nothing there yet, or this very job (it resumes or is skipped)
         problem = train.run_dir_conflict(run_dir, _without_hydra(_compose("train", job, return_hydra_config=True)))

@@ -227,6 +227,12 @@ def test_a_folder_holding_files_ptforget_did_not_write_is_refused(tmp_path):
         cli.preflight_argv([*TINY, f"hydra.run.dir={tmp_path}"], "train", validate.preflight)
     assert err.value.key == "hydra.run.dir"
     assert (tmp_path / "trajectory.csv").read_text() == "my own data\n"
+    sweep = tmp_path / "sweep"
+    (sweep / "1").mkdir(parents=True)
+    (sweep / "1" / "density.png").write_bytes(b"my figure")
+    with pytest.raises(ConfigError, match="not from a ptforget run") as err:
+        cli.preflight_argv(["-m", *TINY, "seed=0,1", f"hydra.sweep.dir={sweep}"], "train", validate.preflight)
+    assert err.value.key == "hydra.sweep.dir" and (sweep / "1" / "density.png").read_bytes() == b"my figure"
 
 
 # ---------------------------------------------------------------------------------------------- 7-8. planted files
