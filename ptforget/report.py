@@ -357,11 +357,12 @@ def trajectory_problem(run_dir: Path) -> str | None:
 
 def dedupe(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(rows with each run counted once, the duplicates left out): two folders holding the same run (same config
-    hash and seed: a sweep launched twice into one study) are one seed, not two. Of a run's copies the first
-    complete one is kept (else the first); each left-out row gets ``duplicate_of`` (the kept row's ``run``)."""
-    kept: dict[tuple[Any, Any], dict[str, Any]] = {}
+    hash, seed and recorded settings: a sweep launched twice into one study) are one seed, not two. Of a run's
+    copies the first complete one is kept (else the first); each left-out row gets ``duplicate_of`` (the kept
+    row's ``run``)."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
-        key = (r.get("config_hash"), r.get("seed"))
+        key = _run_key(r)
         if key[0] is None or r.get("status") == "unreadable":
             continue
         first = kept.get(key)
@@ -371,12 +372,18 @@ def dedupe(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[d
     keep_ids = {id(r) for r in kept.values()}
     unique, dups = [], []
     for r in rows:
-        key = (r.get("config_hash"), r.get("seed"))
+        key = _run_key(r)
         if id(r) in keep_ids or key not in kept:
             unique.append(r)
         else:
             dups.append({**r, "duplicate_of": kept[key]["run"]})
     return unique, dups
+
+
+def _run_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two rows the same run: the config hash, the seed and every recorded setting."""
+    settings = tuple(sorted((k, _hashable(row.get(k))) for k in row.get("_override_keys", ()) if is_setting(k)))
+    return row.get("config_hash"), row.get("seed"), settings
 
 
 def duplicates_markdown(dups: Sequence[dict[str, Any]]) -> str:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from ptforget.errors import check, check_choice
+from ptforget.errors import check, check_choice, is_number
 from ptforget.gaussian import gaussian_log_prob, logsumexp_last, small_matmul_t
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "old_region", "log_p_star", "log_p_new")
@@ -39,7 +39,7 @@ MAX_DELTA = 1e3
 def check_separation(delta: Any, key: str = "task.delta") -> None:
     """A separation that training, the reports and the theory can resolve: in [MIN_DELTA, MAX_DELTA] (the task
     itself accepts any Delta >= 0: exact computations use Delta = 0 as one Gaussian)."""
-    check(_finite(delta) and MIN_DELTA <= delta <= MAX_DELTA, key, delta,
+    check(is_number(delta) and MIN_DELTA <= delta <= MAX_DELTA, key, delta,
           f"a number in [{MIN_DELTA:.3g}, {MAX_DELTA:g}] (below {MIN_DELTA:.3g} the old-region mass moves by less "
           f"than {REGION_RESOLUTION:g} of a change of the old weight: forgetting would read as none; above "
           f"{MAX_DELTA:g} the density grid overflows)")
