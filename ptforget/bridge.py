@@ -39,7 +39,8 @@ def theory_fields(cfg: DictConfig, **extra: Any) -> tuple[dict[str, Any], dict[s
     if objective_class is not None and hasattr(objective_class, "theory_fields"):
         fields = objective_class.theory_fields(OmegaConf.to_container(obj, resolve=True), int(cfg.trainer.max_steps))
         d.update(fields)
-        keys.update({k: "objective" for k in fields})
+        named = getattr(objective_class, "theory_keys", {})
+        keys.update({k: named.get(k, "objective") for k in fields})
     if cfg.get("theory"):
         theory = OmegaConf.to_container(cfg.theory, resolve=True)
         d.update(theory)

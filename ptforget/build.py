@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ptforget.errors import ConfigError, check, check_choice, is_number
@@ -28,18 +26,63 @@ LOGGERS = ("csv", "wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 
 
+#: the class every ``_target_`` of a group must be (or subclass): a command line or a config file may name only
+#: what the group is for, never an arbitrary callable (``objective._target_=os.system`` ran a shell command)
+GROUP_BASES = {"task": "ptforget.tasks.TwoModeTask", "generator": "ptforget.generators.base.Generator",
+               "objective": "ptforget.objectives.base.Objective", "executor": "ptforget.check.executors.Executor"}
+
+
+def check_target(node: Any, key: str) -> type:
+    """The class a group's ``_target_`` names, checked before anything is called: a subclass of the group's base
+    class (``GROUP_BASES``), in a flat group (no nested ``_target_`` or instantiate options, which would call
+    more). ConfigError naming ``<key>._target_`` (or the nested key) otherwise."""
+    from hydra._internal.utils import _locate
+
+    spec = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    check(isinstance(spec, dict) and "_target_" in spec, key, spec, "a config group with a _target_")
+    base_path = GROUP_BASES.get(key.split(".")[0])
+    base = _locate(base_path) if base_path else object
+    allowed = f"a subclass of {base_path}" if base_path else "an importable class"
+    target = spec["_target_"]
+    check(isinstance(target, str) and target != "", f"{key}._target_", target, allowed)
+    for k, v in spec.items():
+        nested = _nested_target(v)
+        if (k.startswith("_") and k != "_target_") or nested is not None:
+            where = f"{key}.{k}" + (f".{nested}" if nested else "")
+            raise ConfigError(where, v if not nested else "<a nested _target_>",
+                              "plain values (instantiate options and nested _target_ are not allowed in a group)")
+    try:
+        cls = _locate(target)
+    except Exception:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, base)):
+        raise ConfigError(f"{key}._target_", target, allowed)
+    return cls
+
+
+def _nested_target(v: Any, path: str = "") -> str | None:
+    """The dotted path to a ``_target_`` (or ``_partial_``, ``_args_``...) nested in ``v``, '' at the top, or None."""
+    if isinstance(v, dict):
+        for k, x in v.items():
+            if str(k).startswith("_"):
+                return f"{path}.{k}".lstrip(".")
+            got = _nested_target(x, f"{path}.{k}")
+            if got is not None:
+                return got
+    elif isinstance(v, list):
+        for i, x in enumerate(v):
+            got = _nested_target(x, f"{path}.{i}")
+            if got is not None:
+                return got
+    return None
+
+
 def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
-    """instantiate() that surfaces our ConfigError instead of Hydra's wrapper."""
+    """Call the group's ``_target_`` (checked first by :func:`check_target`) with its keys; our ConfigError, not
+    Hydra's wrapper, when a value is refused."""
+    cls = check_target(node, key)
     spec = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in RESERVED_KEYS}
-    cls = target_class(node) if _plain(spec) else None
-    if cls is not None:  # a flat group (every one of ours): call the class, as instantiate would, without its copies
-        factory: Any = functools.partial(cls, **{k: v for k, v in spec.items() if k != "_target_"})
-    else:
-        node = OmegaConf.create(spec)
-        try:
-            factory = instantiate(node, _partial_=True, _convert_="all")
-        except InstantiationException as err:
-            _reraise(err)
+    factory: Any = functools.partial(cls, **{k: v for k, v in spec.items() if k != "_target_"})
     try:
         return factory(**kwargs)  # objects (the task) are passed here so OmegaConf never converts them
     except TypeError as err:
@@ -47,30 +90,6 @@ def instantiate_group(node: DictConfig, key: str, **kwargs: Any) -> Any:
             bad = str(err).split("'")[-2] if "'" in str(err) else "?"
             raise ConfigError(f"{key}.{bad}", "<given>", f"a key accepted by {node.get('_target_')}") from None
         raise
-
-
-def _plain(spec: Any) -> bool:
-    """No nested ``_target_`` and no instantiate options: constructing it is one call of its ``_target_``."""
-    if isinstance(spec, dict):
-        top = spec.get("_target_")
-        return all(not (k.startswith("_") and k != "_target_") and _plain_value(v) for k, v in spec.items()) \
-            and isinstance(top, str)
-    return False
-
-
-def _plain_value(v: Any) -> bool:
-    if isinstance(v, dict):
-        return "_target_" not in v and all(_plain_value(x) for x in v.values())
-    if isinstance(v, list):
-        return all(_plain_value(x) for x in v)
-    return True
-
-
-def _reraise(err: InstantiationException) -> None:
-    cause = err.__cause__
-    if isinstance(cause, ConfigError):
-        raise cause from None
-    raise err
 
 
 def target_class(node: DictConfig) -> Any:

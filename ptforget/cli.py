@@ -35,8 +35,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ptforget import interrupt, plugins, validate
-from ptforget.errors import ConfigError
-from ptforget.io import LockBusy, environment_error, file_lock, lock_holder
+from ptforget.errors import ConfigError, out_of_memory
+from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, planted_link
 
 CONFIG_MODULE = "ptforget.conf"
 #: flags after which Hydra prints something and runs nothing (or loads configs from elsewhere): not checked
@@ -57,10 +57,7 @@ def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
         except ConfigError as err:
             fail(err)
         except Exception as err:
-            env = environment_error(err)
-            if env is None:
-                raise
-            fail_environment(env)
+            fail_fatal(err)
 
     wrapper.__name__ = fn.__name__
     wrapper.__doc__ = fn.__doc__
@@ -75,9 +72,24 @@ def fail(err: ConfigError) -> None:
 
 def fail_environment(err: OSError) -> None:
     """A fault of the environment (full disk, read-only folder): one line on stderr, exit status 1."""
-    where = f" in {err.filename}" if getattr(err, "filename", None) else ""
+    name = str(getattr(err, "filename", None) or "")
+    where = f" in {name if len(name) <= 200 else name[:80] + f'...<{len(name)} characters>'}" if name else ""
     print(f"ptforget: error: cannot write{where}: {err.strerror or err}; the files written before are kept "
           "(the same command resumes once the folder is writable and has room)", file=sys.stderr)
+    sys.exit(1)
+
+
+def fail_fatal(err: Exception) -> None:
+    """A fault of the environment (full disk, read-only folder, a planted link) or an allocation failure: one line
+    and exit status 1; anything else is re-raised (a bug shows its traceback)."""
+    env = environment_error(err)
+    if env is not None:
+        fail_environment(env)
+    mem = out_of_memory(err)
+    if mem is None:
+        raise err
+    print(f"ptforget: error: {mem}; the files written before are kept (lower the sizes in the config, or set "
+          "limits.memory_gb to what this process may really use)", file=sys.stderr)
     sys.exit(1)
 
 
@@ -370,6 +382,15 @@ def _check_run_dirs(pre: Preflight) -> None:
 
     key = "hydra.sweep.dir" if pre.multirun else "hydra.run.dir"
     folder = pre.sweep_dir if pre.multirun else pre.run_dir
+    validate.check_writable_dir(str(folder), key)  # before anything reads it: a name too long, a file in the way
+    link = planted_link(folder, depth=3 if pre.multirun else 2)
+    if link is not None:
+        raise ConfigError(key, str(folder), f"a folder without symbolic links where ptforget writes ({link} is one: "
+                          "files are never written through a link; remove it)")
+    foreign = train.foreign_outputs(folder) if not pre.multirun and pre.hydra.get("output_subdir") else None
+    if foreign is not None:
+        raise ConfigError(key, str(folder), f"a folder without files ptforget did not write ({foreign}); choose "
+                          "another hydra.run.dir")
     if "${now:" in pre.raw_dirs["sweep" if pre.multirun else "run"]:
         pre.pin = (key, str(folder))
     pre.lock_path = folder / train.LOCK_NAME
@@ -391,6 +412,10 @@ def _check_run_dirs(pre: Preflight) -> None:
     for i, job in enumerate(pre.jobs):
         run_dir = folder / str(i)
         recorded = _recorded_overrides(run_dir)
+        foreign = train.foreign_outputs(run_dir) if recorded is None and pre.hydra.get("output_subdir") else None
+        if foreign is not None:
+            raise ConfigError(key, str(folder), f"a folder without files ptforget did not write ({foreign}); choose "
+                              "a new hydra.sweep.dir")
         if recorded is None or recorded == job:
             continue  # nothing there yet, or this very job (it resumes or is skipped)
         problem = train.run_dir_conflict(run_dir, _without_hydra(_compose("train", job, return_hydra_config=True)))
@@ -536,10 +561,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
         except interrupt.RunInterrupted as err:
             _report_interrupt(err, pre)
         except Exception as err:
-            env = environment_error(err)
-            if env is None:
-                raise
-            fail_environment(env)
+            fail_fatal(err)
 
 
 #: the sweep's job count and start time, for the ETA on each job's line (jobs of a launcher inherit them)
@@ -846,7 +868,8 @@ def verdicts_main(argv: Sequence[str] | None = None) -> int:
     ``ptforget-verdicts VERDICTS.json`` prints the block; ``--readme README.md`` writes it between the README's
     markers; ``--check`` exits 1 when the README's block differs from the generated one.
     """
-    from ptforget.check.render import load_payload, readme_block, readme_current, update_readme
+    from ptforget.check.render import ReadmeError, payload_problem, readme_block, readme_current, update_readme
+    from ptforget.io import read_json
 
     ap = argparse.ArgumentParser(prog="ptforget-verdicts", description=verdicts_main.__doc__)
     ap.add_argument("verdicts", type=Path, help="a check's verdicts.json")
@@ -854,21 +877,31 @@ def verdicts_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare the README's block with the generated one")
     ap.add_argument("--figure-prefix", default="", help="prefix of figure paths in the block (e.g. docs/check/)")
     args = ap.parse_args(argv)
-    payload = load_payload(args.verdicts)
-    if payload is None:
-        print(f"ptforget-verdicts: error: {args.verdicts} is not a check's verdicts.json", file=sys.stderr)
+    problem = payload_problem(args.verdicts)
+    if problem is not None:
+        print(f"ptforget-verdicts: error: {args.verdicts} is not a check's verdicts.json ({problem})",
+              file=sys.stderr)
         return 2
+    payload = read_json(args.verdicts)
     block = readme_block(payload, args.figure_prefix)
+    errors = [str(e) for e in payload.get("errors") or []]
+    for e in errors:  # the block names them too: a check that could not judge everything never reads as clean
+        print(f"ptforget-verdicts: error: the check could not judge: {e}", file=sys.stderr)
     if args.readme is None:
         print(block)
-        return 0
-    if args.check:
-        same = readme_current(args.readme) == block
-        print("README verdict block is current" if same else "README verdict block differs from the generated one")
-        return 0 if same else 1
-    changed = update_readme(args.readme, block)
+        return 1 if errors else 0
+    try:
+        if args.check:
+            same = readme_current(args.readme) == block
+            print("README verdict block is current" if same else
+                  "README verdict block differs from the generated one")
+            return 0 if same and not errors else 1
+        changed = update_readme(args.readme, block)
+    except ReadmeError as err:
+        print(f"ptforget-verdicts: error: {err}", file=sys.stderr)
+        return 2
     print(f"{args.readme}: {'updated' if changed else 'unchanged'}")
-    return 0
+    return 1 if errors else 0
 
 
 def _app_help(primary: str) -> bool:

@@ -38,3 +38,21 @@ def is_int(value: Any, lo: int) -> bool:
 def is_number(value: Any) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: what an allocation failure says when it is not a MemoryError (torch's CPU and CUDA allocators, numpy)
+_NO_MEMORY = ("can't allocate memory", "Unable to allocate", "out of memory", "not enough memory",
+              "std::bad_alloc")
+
+
+def out_of_memory(err: BaseException | None) -> str | None:
+    """One line saying what could not be allocated when ``err`` (or what caused it) is an allocation failure
+    (a MemoryError, or torch's / numpy's allocators under ``ulimit -v`` or a cgroup limit), else None."""
+    seen = 0
+    while err is not None and seen < 10:
+        text = " ".join(str(err).split())
+        if isinstance(err, MemoryError) or (isinstance(err, RuntimeError) and any(s in text for s in _NO_MEMORY)):
+            return f"out of memory ({type(err).__name__}: {text[:160] or 'an allocation failed'})"
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return None

@@ -18,8 +18,10 @@ from typing import Any
 
 import numpy as np
 
-#: errors of the environment rather than of the program (read-only folder, full disk, quota, permissions, I/O)
-ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
+#: errors of the environment rather than of the program (read-only folder, full disk, quota, permissions, I/O, a
+#: symbolic link planted where a file is written, a name longer than the file system allows)
+ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.ELOOP,
+                      errno.ENAMETOOLONG)
 
 
 def _new_temp(path: Path) -> Path:
@@ -115,6 +117,53 @@ def read_trajectory(path: str | os.PathLike) -> dict[str, np.ndarray]:
         cols[key] = vals
     return cols
 
+# ---------------------------------------------------------------------------------------------- links
+class PlantedLink(OSError):
+    """A file the tool would create or truncate is a symbolic link: refused, never followed."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        super().__init__(errno.ELOOP, "a symbolic link where ptforget writes a file (refused, never followed; "
+                         "remove it)", str(path))
+
+
+def open_no_follow(path: str | os.PathLike, flags: int, mode: int = 0o666) -> int:
+    """``os.open`` that refuses a symbolic link at ``path`` (PlantedLink) instead of writing through it: a link
+    planted where the tool creates or truncates a file (a lock, a cache file) must not reach its target."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise PlantedLink(path) from None
+        raise
+
+
+#: folders whose links a tool the project uses makes itself (W&B's ``latest-run``)
+OWN_LINKS = ("wandb",)
+
+
+def planted_link(folder: str | os.PathLike, depth: int = 2) -> Path | None:
+    """The first symbolic link in ``folder`` or its subfolders (``depth`` levels), or None: the tool writes only
+    plain files into its folders (run, sweep, check), so a link there was planted, and writing through it would
+    reach a file outside."""
+    folder = Path(folder)
+    if depth < 0 or folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError:
+        return None
+    entries = [e for e in entries if e.name not in OWN_LINKS]
+    for e in entries:
+        if e.is_symlink():
+            return Path(e.path)
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            found = planted_link(e.path, depth - 1)
+            if found is not None:
+                return found
+    return None
+
+
 # ---------------------------------------------------------------------------------------------- locks
 class LockBusy(RuntimeError):
     """Another process holds the lock; ``holder`` is what it wrote into the lock file (pid@host)."""
@@ -148,7 +197,7 @@ def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[None]:
         finally:
             _HELD[key][1] -= 1
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_no_follow(path, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -209,6 +258,9 @@ def dir_problem(path: str | os.PathLike) -> str | None:
         return "an empty path"
     p = Path(path).expanduser()
     p = p if p.is_absolute() else Path.cwd() / p
+    too_long = name_problem(p)
+    if too_long is not None:
+        return too_long
     anc = p
     try:
         while not anc.exists() and anc != anc.parent:
@@ -225,6 +277,29 @@ def dir_problem(path: str | os.PathLike) -> str | None:
             tmp.unlink(missing_ok=True)
     except OSError as err:
         return f"cannot create a file in {anc}: {err.strerror or err}"
+    return None
+
+
+#: room left in a folder's path for the names written inside it (run/seed3/lightning/.metrics.csv.1a2b3c4d.tmp)
+PATH_ROOM = 80
+
+
+def name_problem(path: str | os.PathLike) -> str | None:
+    """Why the file system would refuse ``path`` or a file the tool writes inside it (ENAMETOOLONG), or None: a
+    component longer than NAME_MAX bytes, or a path with no room for the tool's names under PATH_MAX."""
+    p = Path(path)
+    try:
+        name_max = os.pathconf("/", "PC_NAME_MAX")
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in p.parts:
+        if len(os.fsencode(part)) > name_max - 20:  # the tool's temporary files add up to 20 bytes to a name
+            return (f"a folder name of {len(os.fsencode(part))} bytes ({part[:24]}...); the file system allows "
+                    f"{name_max}, the tool needs {name_max - 20} at most")
+    if len(os.fsencode(str(p))) > path_max - PATH_ROOM:
+        return (f"a path of {len(os.fsencode(str(p)))} bytes; the file system allows {path_max}, and the files "
+                f"written inside need {PATH_ROOM} more")
     return None
 
 

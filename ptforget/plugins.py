@@ -38,28 +38,37 @@ def load() -> dict[str, Any]:
     name -> loaded object. A plugin that fails to import is a ConfigError naming it."""
     found: list[tuple[str, Any]] = [(ep.name, ep) for ep in entry_points(group=ENTRY_POINT_GROUP)]
     found += [(name.strip(), None) for name in os.environ.get(ENV_VAR, "").split(",") if name.strip()]
+    if any((f"{n}={ep.value}" if ep is not None else n) not in _loaded for n, ep in found):
+        from ptforget.check.registry import load_builtin
+
+        load_builtin()  # first: a plugin that registers a built-in claim's id fails in its own import, named
     for name, ep in found:
         key = f"{name}={ep.value}" if ep is not None else name
         if key in _loaded:
             continue
+        where = f"entry point {name} = {ep.value} (group {ENTRY_POINT_GROUP})" if ep is not None else \
+            f"{ENV_VAR} module {name}"
         try:
             obj = ep.load() if ep is not None else importlib.import_module(name)
-        except Exception as err:
-            where = f"entry point {name} = {ep.value} (group {ENTRY_POINT_GROUP})" if ep is not None else \
-                f"{ENV_VAR} module {name}"
+        except (Exception, SystemExit) as err:  # sys.exit() on import must not end the command with status 0
             raise ConfigError("plugin", where, f"an importable module ({type(err).__name__}: "
                               f"{' '.join(str(err).split())})") from None
+        paths = _searchpath_of(obj, where)
         _loaded[key] = obj
-        for path in _searchpath_of(obj):
+        for path in paths:
             add_path(path)
     return dict(_loaded)
 
 
-def _searchpath_of(obj: Any) -> list[str]:
+def _searchpath_of(obj: Any, where: str = "plugin") -> list[str]:
+    """A plugin's ``SEARCHPATH`` as search-path entries (ConfigError naming the plugin when it is not a path or a
+    list of paths)."""
     paths = getattr(obj, "SEARCHPATH", None)
     if paths is None:
         return []
-    paths = [paths] if isinstance(paths, str | os.PathLike) else list(paths)
+    paths = [paths] if isinstance(paths, str | os.PathLike) else paths
+    if not isinstance(paths, list | tuple) or not all(isinstance(p, str | os.PathLike) and str(p) for p in paths):
+        raise ConfigError("plugin", where, f"a SEARCHPATH that is a path or a list of paths, not {paths!r:.80}")
     return [as_search_path(p) for p in paths]
 
 

@@ -353,14 +353,63 @@ def trajectory_problem(run_dir: Path) -> str | None:
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
+            if not header:
+                return "trajectory.csv is empty (the run wrote no evaluation)"
+            n = 0
             for row in reader:
-                if header is None or len(row) > len(header):
+                if len(row) > len(header):
                     return "trajectory.csv: a row longer than its header"
+                n += 1
+            if n == 0:
+                return "trajectory.csv has a header and no rows (the run wrote no evaluation)"
     except UnicodeDecodeError as err:
         return f"trajectory.csv is not text ({err.reason})"
     except (OSError, csv.Error) as err:
         return f"trajectory.csv: {err}"
     return None
+
+
+def dedupe(rows: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows with each run counted once, the duplicates left out): two folders holding the same run (same config
+    hash, seed and recorded settings: a sweep launched twice into one study) are one seed, not two. Of a run's
+    copies the first complete one is kept (else the first); each left-out row gets ``duplicate_of`` (the kept
+    row's ``run``)."""
+    kept: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = _run_key(r)
+        if key[0] is None or r.get("status") == "unreadable":
+            continue
+        first = kept.get(key)
+        if first is None or (first.get("status", "complete") != "complete"
+                             and r.get("status", "complete") == "complete"):
+            kept[key] = r
+    keep_ids = {id(r) for r in kept.values()}
+    unique, dups = [], []
+    for r in rows:
+        key = _run_key(r)
+        if id(r) in keep_ids or key not in kept:
+            unique.append(r)
+        else:
+            dups.append({**r, "duplicate_of": kept[key]["run"]})
+    return unique, dups
+
+
+def _run_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two rows the same run: the config hash, the seed and every recorded setting."""
+    settings = tuple(sorted((k, _hashable(row.get(k))) for k in row.get("_override_keys", ()) if is_setting(k)))
+    return row.get("config_hash"), row.get("seed"), settings
+
+
+def duplicates_markdown(dups: Sequence[dict[str, Any]]) -> str:
+    """Markdown section naming the runs counted once because another folder holds the same run ('' if none)."""
+    if not dups:
+        return ""
+    lines = [f"## Duplicate runs counted once ({len(dups)})", "",
+             "Same config hash and seed as an earlier folder: one run, not an extra seed.", "",
+             "| run | same run as | seed | config_hash |", "|---|---|---|---|"]
+    lines += ["| " + " | ".join(_md_escape(_fmt(r.get(k))) for k in ("run", "duplicate_of", "seed", "config_hash"))
+              + " |" for r in dups]
+    return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -673,7 +722,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     name what the runs lack.
     """
     root = Path(root)
-    rows = collect(root)
+    rows, dups = dedupe(collect(root))
     if not rows:
         raise FileNotFoundError(f"no summary.json under {root}")
     validate_options(rows, metrics, by)
@@ -713,6 +762,8 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     bad = bad_runs_markdown(rows, by)
     if bad:
         md += ["", bad]
+    if dups:
+        md += ["", duplicates_markdown(dups)]
     figs: list[Path] = []
     if figures:
         figs = _figures(rows, agg, by, out, metrics=fig_metrics, trajectories=trajectories,
@@ -726,7 +777,7 @@ def write_report(root: str | Path, out_dir: str | Path | None = None, metrics: S
     atomic_write_text(summary_md, markdown)
     return {"rows": rows, "aggregate": agg, "by": by, "metrics": table_metrics, "table": table,
             "markdown": markdown, "runs_csv": runs_csv, "summary_csv": summary_csv, "summary_md": summary_md,
-            "figures": figs, "experiment": experiment, "predicted": predicted}
+            "figures": figs, "experiment": experiment, "predicted": predicted, "duplicates": dups}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -971,6 +1022,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     unreadable = [r for r in res["rows"] if r.get("status") == "unreadable"]
     for r in unreadable:
         print(f"skipped unreadable run {r['run']}: {r['reason']}", file=sys.stderr)
+    for r in res["duplicates"]:
+        print(f"counted once: {r['run']} holds the same run as {r['duplicate_of']} (config hash {r['config_hash']}, "
+              f"seed {r.get('seed')})", file=sys.stderr)
     n_bad = sum(r.get("status", "complete") != "complete" for r in res["rows"])
     if n_bad:
         print(f"\n{n_bad} run(s) not complete ({len(unreadable)} unreadable): see {res['summary_md']}")

@@ -64,6 +64,9 @@ def per_sample_bytes(generator: dict[str, Any], dim: int) -> tuple[float, dict[s
         cov = dim if generator.get("covariance") == "full" else 1
         per = comps * dim * (2 + cov) + comps * 4
         ratios["generator.components"] = comps / 2
+        hidden = _ints(generator.get("hidden"))
+        if hidden:  # the MDN's network: its parameters (and their Adam moments) grow with the widths
+            ratios["generator.hidden"] = max(hidden) / 32
     else:
         per = 64 * dim
     return float(per * F32 * AUTOGRAD), ratios
@@ -80,6 +83,7 @@ def run_memory(c: dict[str, Any]) -> list[tuple[str, float]]:
     dim = _int(task.get("dim"), 1)
     seeds = _int(c.get("seeds"), 1)
     per, ratios = per_sample_bytes(gen, dim)
+    ratios["seeds"] = float(seeds)  # every term is per seed: many seeds are the cause, not the default n_eval
     terms: list[tuple[str, float]] = []
     groups, size = _int(obj.get("groups")), _int(obj.get("group_size"))
     if groups and size:
@@ -92,9 +96,8 @@ def run_memory(c: dict[str, Any]) -> list[tuple[str, float]]:
         n = _int(obj.get(key))
         if n:
             terms.append((f"objective.{key}", n * dim * F32 * 2 * seeds))
-    reuse = obj.get("reuse") if isinstance(obj.get("reuse"), dict) else {}
-    if reuse.get("enabled"):
-        terms.append(("objective.reuse.capacity", _int(reuse.get("capacity")) * dim * F32 * 4 * seeds))
+    terms += _reuse_terms(obj, dim, per, seeds)
+    terms += _pretrain_terms(gen, per)
     n_eval = _int(c.get("n_eval"), 4096)  # no autograd at evaluation, but samples of q and of p*
     terms.append((_blame("n_eval", n_eval, 4096, ratios), n_eval * (per / AUTOGRAD * 2 + 10 * dim * F32) * seeds))
     comps = _int(gen.get("components"), 2)
@@ -110,6 +113,33 @@ def run_memory(c: dict[str, Any]) -> list[tuple[str, float]]:
     terms.append(("trainer.max_steps", (steps // every + 2) * ROW_BYTES * seeds * 3))  # histories, pickled twice
     terms.append(("task.dim", 12 * dim * dim * 8.0))  # covariance, Cholesky factors and inverses (float64 and 32)
     return terms
+
+
+def _reuse_terms(obj: dict[str, Any], dim: int, per: float, seeds: int) -> list[tuple[str, float]]:
+    """TTT-Discover's reuse archive: its ``capacity`` rows (state, reward, Q, visits, masks) and the PUCT scores
+    over all of them every step, and the ``seed_states`` samples of q drawn through the generator at setup."""
+    reuse = obj.get("reuse") if isinstance(obj.get("reuse"), dict) else {}
+    if not reuse.get("enabled"):
+        return []
+    capacity, seed_states = _int(reuse.get("capacity")), _int(reuse.get("seed_states"))
+    return [("objective.reuse.capacity", capacity * (dim + 6) * F32 * AUTOGRAD * seeds),
+            ("objective.reuse.seed_states", seed_states * (per + 2 * dim * F32) * seeds)]
+
+
+def _pretrain_terms(gen: dict[str, Any], per: float) -> list[tuple[str, float]]:
+    """Pretraining by maximum likelihood: one batch of q0's samples through the generator per step (one model,
+    before the seeds are batched)."""
+    pre = gen.get("pretrain") if isinstance(gen.get("pretrain"), dict) else {}
+    if not pre or _int(pre.get("steps"), 0) == 0:
+        return []
+    return [("generator.pretrain.batch", _int(pre.get("batch"), 512) * per)]
+
+
+def chen_memory(seeds: int, samples: int, grid: int, iterations: int) -> list[tuple[str, float]]:
+    """Chen et al.'s simulation (``ptforget.chen``), all seeds at once in float64: (seeds, samples) draws with
+    autograd's copies, the accuracy grid per seed, and the gain / drop histories."""
+    per_seed = 8.0 * (samples * 3 * AUTOGRAD + grid * 6 + iterations * 4)
+    return [("profile.chen_seeds", seeds * per_seed)]
 
 
 def dominant(terms: list[tuple[str, float]]) -> tuple[str, float, float]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist
+from typing import Any
 
 import torch
 from torch import Tensor
 from torch.distributions import Categorical, MixtureSameFamily, MultivariateNormal
 
-from ptforget.errors import check, check_choice
+from ptforget.errors import check, check_choice, is_number
 from ptforget.gaussian import gaussian_log_prob, logsumexp_last, small_matmul_t
 
 REWARDS = ("new_bump", "both_bumps", "new_region", "old_region", "log_p_star", "log_p_new")
@@ -25,6 +27,22 @@ REGION_REWARDS = {"new_region": {"reward_old": 0.0, "reward_new": 1.0},
 WEIGHT_MARGIN = 1e-6
 #: the shared scale sigma (sigma^2 and 1/sigma^2 stay normal float32 numbers with room for the data)
 SIGMA_RANGE = (1e-6, 1e6)
+#: the smallest fraction of a change of the old weight that the old-region mass must show: between two modes
+#: Delta apart the region's mass moves by (2 Phi(Delta / 2) - 1) times the weight's change, so below MIN_DELTA a
+#: run that forgets reads as one that does not (Delta = 0: the mass stays 1/2 while the weight moves)
+REGION_RESOLUTION = 0.2
+MIN_DELTA = 2 * NormalDist().inv_cdf(0.5 + REGION_RESOLUTION / 2)
+#: the largest separation trained or predicted: the density grid and squared distances stay finite in float32
+MAX_DELTA = 1e3
+
+
+def check_separation(delta: Any, key: str = "task.delta") -> None:
+    """A separation that training, the reports and the theory can resolve: in [MIN_DELTA, MAX_DELTA] (the task
+    itself accepts any Delta >= 0: exact computations use Delta = 0 as one Gaussian)."""
+    check(is_number(delta) and MIN_DELTA <= delta <= MAX_DELTA, key, delta,
+          f"a number in [{MIN_DELTA:.3g}, {MAX_DELTA:g}] (below {MIN_DELTA:.3g} the old-region mass moves by less "
+          f"than {REGION_RESOLUTION:g} of a change of the old weight: forgetting would read as none; above "
+          f"{MAX_DELTA:g} the density grid overflows)")
 
 
 @dataclass

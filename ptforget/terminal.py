@@ -82,10 +82,17 @@ def row_cells(a: dict[str, Any], by: Sequence[str], metrics: Sequence[str]) -> l
         if isinstance(mean, float) and math.isnan(mean):
             cells.append("–")
         elif isinstance(ci, float) and math.isnan(ci):
-            cells.append(_fmt(mean))
+            cells.append(_fmt(mean) + _fewer(a, m))
         else:
-            cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}")
+            cells.append(f"{_fmt(mean)} ± {_fmt(ci, 2)}" + _fewer(a, m))
     return cells
+
+
+def _fewer(a: dict[str, Any], m: str) -> str:
+    """' (n=k)' when metric ``m`` is averaged over fewer runs than the group's n (a value NaN or unreadable in
+    some summaries), so the table never shows a mean over fewer runs than its n column says."""
+    k, n = a.get(f"{m}_n"), a.get("n")
+    return f" (n={k})" if isinstance(k, int) and isinstance(n, int) and k < n else ""
 
 
 def aggregate_table(agg: Sequence[dict[str, Any]], by: Sequence[str], metrics: Sequence[str],

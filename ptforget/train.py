@@ -24,7 +24,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from ptforget import build, interrupt
 from ptforget.errors import ConfigError
-from ptforget.io import LockBusy, environment_error, file_lock, lock_holder, read_json, write_csv, write_json
+from ptforget.io import (
+    LockBusy,
+    environment_error,
+    file_lock,
+    lock_holder,
+    planted_link,
+    read_json,
+    write_csv,
+    write_json,
+)
 
 log = logging.getLogger("ptforget")
 
@@ -123,6 +132,10 @@ def _refuse_foreign(run_dir: Path, cfg: DictConfig) -> None:
     if holder is not None:
         raise RunDirError("run_dir", str(run_dir), f"a folder no other process is using (process {holder or '?'} "
                           "is running in it)")
+    link = planted_link(run_dir)
+    if link is not None:
+        raise RunDirError("run_dir", str(run_dir), f"a folder without symbolic links where ptforget writes ({link} "
+                          "is one: files are never written through a link; remove it)")
     problem = run_dir_conflict(run_dir, cfg)
     if problem is not None:
         raise RunDirError("run_dir", str(run_dir), f"a folder without another config's run ({problem})")
@@ -165,6 +178,21 @@ def run_dir_conflict(run_dir: Path, cfg: DictConfig) -> str | None:
             return f"{path} is unreadable"
         if got not in allowed:
             return f"{path} holds a {status} run of config {got}, not {run_hash}"
+    return None
+
+
+#: files a run writes into its folder, which only a run of ptforget (its .hydra/ or summary beside them) explains
+RUN_OUTPUTS = ("trajectory.csv", "density.npz", "density.png", "lightning/metrics.csv")
+
+
+def foreign_outputs(run_dir: Path) -> str | None:
+    """A file in ``run_dir`` under a name a run writes that no run of ptforget wrote (no summary, checkpoint or
+    ``.hydra/`` record beside it): the tool would write over it, so the folder is refused. None when there is none."""
+    if any((run_dir / n).exists() for n in ("summary.json", "ensemble.json", "last.ckpt", ".hydra/config.yaml")):
+        return None  # a run of ptforget was here: run_dir_conflict and the checkpoint's hash decide
+    for name in RUN_OUTPUTS:
+        if (run_dir / name).exists():
+            return f"{run_dir / name} is not from a ptforget run: no summary.json or .hydra/ beside it"
     return None
 
 
@@ -336,10 +364,11 @@ def load_checkpoint(path: Path, run_hash: str, module: Any) -> dict[str, Any] | 
     """
     if not path.exists():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # tensors, containers and numbers only: a planted pickle is never run (it is a damaged checkpoint)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        move_aside(path, f"unreadable checkpoint: {type(err).__name__}")
+        first = " ".join(str(err).split())[:160]
+        move_aside(path, f"not a checkpoint that loads without running code ({type(err).__name__}: {first})")
         return None
     problem = checkpoint_problem(state, run_hash, module)
     if problem is not None:

@@ -33,6 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ptforget import build, resources
 from ptforget.errors import ConfigError, check, check_choice, is_int, is_number
 from ptforget.io import dir_problem
+from ptforget.tasks import MIN_DELTA, check_separation
 
 #: accelerators a run may ask for (Lightning's names); whether the device exists is checked where the job runs
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -56,6 +57,8 @@ ADDABLE = {"train": ("task.", "generator.", "objective.", "trainer."),
            "check": ()}
 #: a study names a folder under the output directory: one path component
 STUDY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+#: the longest study name (a folder name, with room for what the tool appends to names inside it)
+MAX_STUDY = 200
 #: Adam moves every parameter by up to lr per step: above this a run only jumps around (it never diverges)
 ADAM_MAX_LR = 1.0
 #: seeds go to torch.manual_seed, which takes 64-bit integers; members use seed .. seed + seeds - 1
@@ -206,6 +209,7 @@ def _select(container: dict[str, Any], key: str) -> Any:
 
 
 def _model(view: _View) -> None:
+    check_separation((view.container.get("task") or {}).get("delta"))
     check_mixture(view.container.get("generator") or {})
     task, generator, objective = build_light(view.cfg)
     objective.validate(generator, task)
@@ -341,6 +345,8 @@ def check_study(study: Any, key: str = "study") -> None:
     """A study names one folder under the output directory: no '/', no '..', nothing that escapes it."""
     check(isinstance(study, str) and bool(STUDY_RE.match(study)) and ".." not in study, key, study,
           "a folder name: letters, digits and _ . = + - (no '/' or '..': it stays inside paths.output_dir)")
+    check(len(study) <= MAX_STUDY, key, f"<{len(study)} characters>", f"a folder name of at most {MAX_STUDY} "
+          "characters (the file system refuses longer names)")
 
 
 def validate_loop(cfg: DictConfig | dict) -> None:
@@ -444,6 +450,11 @@ def check_trainer_values(given: dict[str, Any]) -> None:
           or (isinstance(devices, list) and devices and all(is_int(d, 0) for d in devices))
           or (isinstance(devices, str) and re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*,?", devices) is not None))
     check(ok, "trainer.devices", devices, "an integer >= 1, -1 (all), 'auto', or a list of device indices")
+    one = devices == 1 or (isinstance(devices, list) and len(devices) == 1) or (
+        isinstance(devices, str) and len([d for d in devices.split(",") if d.strip()]) == 1)
+    check(one, "trainer.devices", devices, "1 or a list of one device index (a run is one process: Lightning "
+          "would start a second one into the same run folder; train seeds together with seeds=N, or jobs side by "
+          "side with a sweep's launcher)")
 
 
 def check_local_devices(accel: str, devices: Any) -> None:
@@ -492,6 +503,7 @@ def validate_pretrain(pre: Any) -> None:
 def _construct(light: DictConfig, group: str, **kwargs: Any) -> Any:
     node = light.get(group)
     check(isinstance(node, DictConfig) and "_target_" in node, group, node, "a config group with a _target_")
+    build.check_target(node, group)  # before anything of it is called, its signature read or its keys checked
     check_keys(node, group, passed=tuple(kwargs))
     try:
         return build.instantiate_group(node, group, **kwargs)
@@ -615,7 +627,8 @@ def check_writable_dir(path: Any, key: str) -> None:
     """The directory exists and is writable, or can be created: tried without leaving anything behind."""
     check(isinstance(path, str | os.PathLike) and str(path).strip() != "", key, path, "a writable directory")
     problem = dir_problem(path)
-    check(problem is None, key, str(path), f"a writable directory (or one that can be created): {problem}")
+    shown = str(path) if len(str(path)) <= 160 else f"{str(path)[:60]}...<{len(str(path))} characters>"
+    check(problem is None, key, shown, f"a writable directory (or one that can be created): {problem}")
 
 
 # ---------------------------------------------------------------------------------------------- added keys
@@ -680,6 +693,16 @@ def validate_hydra(hydra: dict[str, Any], multirun: bool, run_dir_writable: bool
 
 
 # ---------------------------------------------------------------------------------------------- other entry points
+def _theory_model(cfg: DictConfig) -> None:
+    """The model the predictions are for, checked as training checks it (every group's ``_target_``, the mixture's
+    components, each constructor's values, the objective against the generator): the theory never predicts for a
+    model that training would refuse to build."""
+    check_separation((resolved(cfg).get("task") or {}).get("delta"))
+    check_mixture(resolved(cfg).get("generator") or {})
+    task, generator, objective = build_light(cfg)
+    objective.validate(generator, task)
+
+
 def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, local: bool = True) -> None:
     """A ptforget-theory config: finite numbers, the limits, the task (its own checks name the key), the theory
     fields, the memory and time the predictions need, a step the exact flows survive, the output's folder."""
@@ -688,6 +711,8 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
 
     container = resolved(cfg)
     check_finite(container)
+    check(isinstance(container.get("theory", {}), dict), "theory", container.get("theory"),
+          "a mapping of TheoryConfig fields, e.g. theory={kappa:2,gamma:0.5}")
     for k in cfg.get("limits") or {}:
         check(k in GROUP_KEYS["limits"], f"limits.{k}", cfg.limits[k], "a key of limits: 'memory_gb', 'time_s'")
     limits = container.get("limits") or {}
@@ -697,7 +722,7 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     dim = (container.get("task") or {}).get("dim")
     if is_int(dim, 1):  # the task builds d x d matrices: the theory's own (1 + 2d)^2 ones bound d first
         check_memory([("task.dim", 8.0 * 8 * (1 + 2 * dim) ** 2)], mem, container, "the predictions")
-    build.instantiate_group(cfg.task, "task")
+    _theory_model(cfg)
     if cfg.get("claims", "all") not in ("all", "objective"):
         from ptforget.check import selected_claims
 
@@ -720,6 +745,8 @@ def validate_theory(cfg: DictConfig, changed: Collection[str] | None = None, loc
     if container.get("output") is not None:  # null: predictions.json in the run folder (hydra.run.dir, checked)
         check(isinstance(container["output"], str) and container["output"].strip() != "", "output",
               container["output"], "null (predictions.json in the run folder) or a file path")
+        check(not Path(container["output"]).is_dir(), "output", container["output"],
+              "a file path, not a folder (null: predictions.json in the run folder)")
         check_writable_dir(str(Path(container["output"]).parent), "output")
 
 
@@ -750,8 +777,9 @@ def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, loca
 #: keys of a check profile and what each must be
 PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds")
 PROFILE_LISTS = {
-    "deltas": (lambda v: is_number(v) and 0 <= v <= 26, "Mahalanobis separations in [0, 26]"),
-    "method_deltas": (lambda v: is_number(v) and 0 <= v <= 26, "Mahalanobis separations in [0, 26]"),
+    "deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26, f"Mahalanobis separations in [{MIN_DELTA:.3g}, 26]"),
+    "method_deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26,
+                      f"Mahalanobis separations in [{MIN_DELTA:.3g}, 26]"),
     "replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "rkl_replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "batch_sizes": (lambda v: is_int(v, 1), "batch sizes (integers >= 1)"),
@@ -805,6 +833,7 @@ def check_profile(p: dict[str, Any]) -> None:
         check(is_number(sgd.get("lr")) and sgd.get("lr") > 0, f"{key}.sgd.lr", sgd.get("lr"), "a finite number > 0")
         for k in ("batch", "steps"):
             check(is_int(sgd.get(k), 1), f"{key}.sgd.{k}", sgd.get(k), "an integer >= 1")
+    check_chen_memory(p)
     # the largest batch a claim trains with is 4 x exact_batch samples (P7): it must fit in memory
     eb = p.get("exact_batch")
     if is_int(eb, 1):
@@ -813,6 +842,23 @@ def check_profile(p: dict[str, Any]) -> None:
         limit = resources.memory_limit_bytes(None)
         check(total <= limit, "profile.exact_batch", eb, f"a batch whose runs fit in memory (4 x exact_batch samples "
               f"need about {total / 1e9:.3g} GB, the limit is {limit / 1e9:.3g} GB)")
+
+
+def check_chen_memory(p: dict[str, Any]) -> None:
+    """Chen et al.'s simulation runs all ``profile.chen_seeds`` seeds at once: they must fit in memory."""
+    if not is_int(p.get("chen_seeds"), 1):
+        return
+    from importlib import resources as files
+
+    chen = OmegaConf.load(str(files.files("ptforget.conf") / "experiment" / "chen2025.yaml")).chen2025
+    settings = OmegaConf.to_container(chen.settings, resolve=True)
+    grid = max(int(s["grid"][2]) for s in settings.values())
+    iterations = max(int(s["iterations"]) for s in settings.values())
+    terms = resources.chen_memory(p["chen_seeds"], int(chen.samples), grid, iterations)
+    limit = resources.memory_limit_bytes(None)
+    total = resources.dominant(terms)[2]
+    check(total <= limit, "profile.chen_seeds", p["chen_seeds"], f"a number of seeds whose simulation fits in "
+          f"memory (about {total / 1e9:.3g} GB; the limit is {limit / 1e9:.3g} GB, half of this machine's)")
 
 
 def generator_options() -> list[str]:

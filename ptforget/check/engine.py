@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,21 @@ from ptforget.check import registry
 from ptforget.check.context import FAMILIES, Context
 from ptforget.check.executors import Executor, Inline, Outcome, Submitit
 from ptforget.check.gates import start_gate
-from ptforget.check.judge import PILOT_FILE, Settings, Verdict, counts, judge_row, load_pilot, verdict_from_json
+from ptforget.check.judge import (
+    KIND_VERDICTS,
+    PILOT_FILE,
+    Settings,
+    Verdict,
+    counts,
+    judge_row,
+    load_pilot,
+    verdict_from_json,
+)
 from ptforget.check.plan import Job, Plan, make_plan, pretrain_jobs
-from ptforget.check.render import load_payload, render_report, transfer_matrix
+from ptforget.check.render import load_payload, payload_problem, render_report, transfer_matrix
 from ptforget.check.runs import Result, RunSpec, load_runs
 from ptforget.errors import ConfigError, check
-from ptforget.io import atomic_write_text, write_json
+from ptforget.io import LockBusy, atomic_write_text, file_lock, planted_link, write_json
 
 log = logging.getLogger("ptforget.check")
 
@@ -297,29 +308,83 @@ def continue_unconverged(ctx: Context, plan: Plan, cplan: Plan, claims: list[reg
 
 
 def merge_previous(out: Path, verdicts: list[Verdict], judged: list[str]) -> tuple[list[Verdict], str]:
-    """Keep the rows of claims this launch did not judge from an earlier verdicts.json in the same folder."""
+    """Keep the rows of claims this launch did not judge (``judged``: the claims it judged without an error) from
+    an earlier verdicts.json in the same folder: a claim that failed now keeps its earlier rows."""
     prev = load_payload(out / "verdicts.json")
     if prev is None:
         return verdicts, ""
-    kept = [verdict_from_json(d) for d in prev["verdicts"] if d.get("claim") not in judged]
+    earlier = [verdict_from_json(d) for d in prev["verdicts"] if d.get("claim") not in judged]
+    # rows in another verdict vocabulary (a check from before the discriminations) are not mixed in
+    kept = [v for v in earlier if v.verdict in KIND_VERDICTS.get(v.kind, ())]
+    old = sorted({v.claim for v in earlier if v not in kept})
     if not kept:
-        return verdicts, ""
+        return verdicts, (f"Not merged: the earlier rows of {', '.join(old)} in this folder use an older verdict "
+                          "vocabulary; re-run those claims." if old else "")
     ids = sorted({v.claim for v in kept}, key=lambda s: (len(s), s))
     order = {cid: i for i, cid in enumerate(claim_ids())}
     merged = sorted(kept + verdicts, key=lambda v: order.get(v.claim, len(order)))
     return merged, (f"Merged: {len(kept)} rows of claims {', '.join(ids)} kept from the earlier report in this "
-                    f"folder; {len(verdicts)} rows of {', '.join(judged)} judged now.")
+                    f"folder; {len(verdicts)} rows of {', '.join(judged)} judged now."
+                    + (f" Not merged (an older verdict vocabulary): {', '.join(old)}." if old else ""))
+
+
+#: the lock that keeps a second check out of a check folder (its verdicts.json is read, merged and replaced)
+CHECK_LOCK = ".ptforget-check.lock"
+
+
+@contextmanager
+def check_folder(out: Path) -> Iterator[None]:
+    """Hold ``out`` for one check: another check in it is refused at once (one line naming its process), never
+    raced through the read-merge-replace of verdicts.json."""
+    lock = file_lock(out / CHECK_LOCK, blocking=False)
+    try:
+        lock.__enter__()
+    except LockBusy as err:
+        raise ConfigError("hydra.run.dir", str(out), "a folder no other check is using (process "
+                          f"{err.holder or '?'} is running a check in it)") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def earlier_report_problem(out: Path) -> str | None:
+    """A damaged verdicts.json from an earlier check in ``out`` is moved aside (kept, named) before anything is
+    replaced; the returned line says so (None when there is none, or it is sound)."""
+    path = out / "verdicts.json"
+    if not path.exists() and not path.is_symlink():
+        return None
+    problem = payload_problem(path)
+    if problem is None:
+        return None
+    aside = path.with_name(f"verdicts.json.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    os.replace(path, aside)
+    return (f"the earlier {path} was damaged ({problem}): moved aside to {aside.name}, its rows are not merged "
+            "into this report")
 
 
 def run_check(cfg: DictConfig, out_dir: str | Path,
               compose: Callable[[list[str]], DictConfig]) -> dict[str, Any]:
-    """Plan, execute, judge and render the selected claims; write report.md, verdicts.json, figures."""
-    import torch
+    """Plan, execute, judge and render the selected claims; write report.md, verdicts.json, figures.
 
+    The folder is held for the whole check (``check_folder``); verdicts.json and report.md are replaced atomically,
+    at the end, keeping the earlier rows of every claim this check did not judge (or failed to judge).
+    """
     validate_check_config(cfg)
-    torch.set_num_threads(int(cfg.threads))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    link = planted_link(out, depth=1)
+    if link is not None:
+        raise ConfigError("hydra.run.dir", str(out), f"a folder without symbolic links where ptforget writes ({link} "
+                          "is one: files are never written through a link; remove it)")
+    with check_folder(out):
+        return _run_check(cfg, out, compose)
+
+
+def _run_check(cfg: DictConfig, out: Path, compose: Callable[[list[str]], DictConfig]) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(int(cfg.threads))
     t0 = time.perf_counter()
     ctx = Context(cfg, out, compose)
     claims = selected_claims(cfg)
@@ -341,7 +406,11 @@ def run_check(cfg: DictConfig, out_dir: str | Path,
         failed += cprog.failed
         trained, reused = trained + cprog.seeds_trained, reused + cprog.reused
     errors += [f"job {', '.join(j.labels)} ({j.path}): {o.error}" for j, o in failed]
-    verdicts, merged = merge_previous(out, verdicts, [c.id for c in claims])
+    damaged = earlier_report_problem(out)
+    if damaged is not None:
+        errors.append(damaged)
+    judged_now = {v.claim for v in verdicts}  # a claim that could not be judged now keeps its earlier rows
+    verdicts, merged = merge_previous(out, verdicts, [c.id for c in claims if c.id in judged_now])
     payload: dict[str, Any] = {
         "profile": OmegaConf.to_container(cfg.profile, resolve=True),
         "executor": executor.describe(),

@@ -231,5 +231,6 @@ def family_counts(verdicts: Iterable[Verdict], kind: str = "theory") -> dict[str
     out: dict[str, dict[str, int]] = {}
     for v in verdicts:
         if v.kind == kind:
-            out.setdefault(v.family, dict.fromkeys(KIND_VERDICTS[kind], 0))[v.verdict] += 1
+            d = out.setdefault(v.family, dict.fromkeys(KIND_VERDICTS[kind], 0))
+            d[v.verdict] = d.get(v.verdict, 0) + 1
     return out

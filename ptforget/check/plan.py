@@ -18,6 +18,7 @@ from ptforget.build import target_class
 from ptforget.check.context import FLOWS, Context
 from ptforget.check.registry import Claim
 from ptforget.check.runs import RunSpec
+from ptforget.errors import ConfigError
 from ptforget.train import config_hash, finished_summary
 
 #: rough cost of one optimizer step per family, relative to the GMM (orders the jobs: the longest start first)
@@ -73,7 +74,11 @@ def make_plan(ctx: Context, claims: list[Claim]) -> Plan:
     batch = bool(ctx.cfg.get("batch_seeds", True))
     off = int(ctx.cfg.get("seed_offset", 0))
     for c in claims:
-        specs = list(c.runs(ctx))
+        try:
+            specs = list(c.runs(ctx))
+        except Exception as err:  # a claim's (a plugin's) own bug: one line naming it, before anything trains
+            raise ConfigError("claims", c.id, f"a claim whose runs() lists its runs ({type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:160]})") from None
         per_claim[c.id] = specs
         for spec in specs:
             if spec in layout:

@@ -8,6 +8,7 @@ counted. "What does not hold" is generated from the failing rows and the control
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -112,10 +113,6 @@ VOCABULARY = (
     "on the 95% interval; replication rows say reproduced / not reproduced / undecided.")
 
 
-def _nothing_else(theory: Sequence[Verdict]) -> str:
-    return "Every theory row supports the theory." if theory else "No theory row was judged."
-
-
 def fidelity_table(rows: Sequence[dict[str, Any]]) -> list[str]:
     """Markdown: per family and config, the start's KL from q0 and old mass against q0's, and the gate's outcome."""
     out = ["| family | config | seeds | KL(q0 \\|\\| start) max | old mass (start / q0) | gate |",
@@ -161,7 +158,8 @@ def render_report(payload: dict[str, Any], verdicts: Sequence[Verdict], sections
         lines += ["", "## Deferred to profile=full (underpowered at the quick profile's seeds)", ""]
         lines += [f"- {v.claim} ({v.family}, {v.scope}): {v.detail}" for v in deferred]
     bad = not_holding(verdicts)
-    lines += ["", "## What does not support the theory", ""] + (bad or [_nothing_else(theory)])
+    lines += ["", "## What does not support the theory", ""] + (bad or all_hold_line(verdicts, payload.get("errors")
+                                                                                      or []))
     if cons:
         lines += ["", "## Consistency: trained runs against the exact population dynamics", "",
                   "An implementation check, not evidence for the theory: plain SGD runs of the GMM beside the engine's "
@@ -208,27 +206,58 @@ def readme_block(payload: dict[str, Any], figure_prefix: str = "") -> str:
         "",
         "What does not support the theory (generated from the rows and their control runs):",
         "",
-        *(not_holding(verdicts) or [_nothing_else([v for v in verdicts if v.kind == "theory"])]),
+        *(not_holding(verdicts) or all_hold_line(verdicts, payload.get("errors") or [])),
     ]
     if payload.get("transfer_figure"):
         lines += ["", f"![where the theory carries over]({figure_prefix}{payload['transfer_figure']})"]
     return "\n".join(lines)
 
 
+class ReadmeError(ValueError):
+    """A README whose verdict block cannot be read or written: the message is the one line printed."""
+
+
+def _readme_span(readme: Path) -> tuple[str, int, int]:
+    """(the README's text, where its block starts, where it ends); ReadmeError unless the README is a readable text
+    file holding each marker exactly once, the start before the end."""
+    try:
+        text = readme.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ReadmeError(f"{readme}: no such file") from None
+    except IsADirectoryError:
+        raise ReadmeError(f"{readme}: a folder, not a README file") from None
+    except UnicodeDecodeError as err:
+        raise ReadmeError(f"{readme}: not UTF-8 text ({err.reason})") from None
+    except OSError as err:
+        raise ReadmeError(f"{readme}: cannot read it ({err.strerror or err})") from None
+    found = {m: text.count(m) for m in (README_START, README_END)}
+    if found != {README_START: 1, README_END: 1} or text.index(README_START) > text.index(README_END):
+        raise ReadmeError(f"{readme}: needs the verdict markers once each, {README_START} before {README_END} "
+                          f"(found {found[README_START]} start and {found[README_END]} end markers"
+                          + (", in the wrong order" if all(found.values()) and text.index(README_START) >
+                             text.index(README_END) else "") + ")")
+    return text, text.index(README_START) + len(README_START), text.index(README_END)
+
+
 def update_readme(readme: Path, block: str) -> bool:
-    """Replace the text between the README's verdict markers; True if it changed."""
-    text = readme.read_text(encoding="utf-8")
-    i, j = text.index(README_START) + len(README_START), text.index(README_END)
+    """Replace the text between the README's verdict markers (atomically); True if it changed."""
+    from ptforget.io import atomic_write_text
+
+    text, i, j = _readme_span(readme)
     new = text[:i] + "\n" + block + "\n" + text[j:]
-    if new != text:
-        readme.write_text(new, encoding="utf-8")
-        return True
-    return False
+    if new == text:
+        return False
+    if not os.access(readme, os.W_OK) or not readme.stat().st_mode & 0o222:  # root may write anything
+        raise ReadmeError(f"{readme}: read-only (the block would change; make it writable)")
+    try:
+        atomic_write_text(readme.resolve(), new)
+    except OSError as err:
+        raise ReadmeError(f"{readme}: cannot write it ({err.strerror or err})") from None
+    return True
 
 
 def readme_current(readme: Path) -> str:
-    text = readme.read_text(encoding="utf-8")
-    i, j = text.index(README_START) + len(README_START), text.index(README_END)
+    text, i, j = _readme_span(readme)
     return text[i:j].strip("\n")
 
 
@@ -260,8 +289,41 @@ def print_table(payload: dict[str, Any], file: Any = None) -> None:
 
 
 def load_payload(path: Path) -> dict[str, Any] | None:
+    """A check's verdicts.json, or None when it is missing or damaged (``payload_problem`` says which)."""
+    return None if payload_problem(path) else read_json(path)
+
+
+def payload_problem(path: Path) -> str | None:
+    """Why ``path`` is not a check's verdicts.json (missing, not JSON, a row that lacks a field...), or None."""
     try:
         d = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) and isinstance(d.get("verdicts"), list) else None
+    except FileNotFoundError:
+        return "no such file"
+    except IsADirectoryError:
+        return "a folder, not a file"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    except (ValueError, UnicodeDecodeError) as err:
+        return f"not JSON ({type(err).__name__}: {' '.join(str(err).split())[:120]})"
+    if not isinstance(d, dict) or not isinstance(d.get("verdicts"), list):
+        return "not a check's verdicts.json (no list of verdicts)"
+    for i, row in enumerate(d["verdicts"]):
+        try:
+            verdict_from_json(row)
+        except KeyError as err:
+            return f"row {i} has no {err.args[0]!r}"
+        except (TypeError, ValueError, AttributeError) as err:
+            return f"row {i} is damaged ({type(err).__name__}: {err})"
+    if not isinstance(d.get("errors", []), list):
+        return "'errors' is not a list"
+    return None
+
+
+def all_hold_line(verdicts: Sequence[Verdict], errors: Sequence[str] = ()) -> list[str]:
+    """What 'What does not support the theory' says when every judged theory row supports it: never that every row
+    does when none was judged, nor without the claims that could not be judged."""
+    judged = sum(v.kind == "theory" for v in verdicts)
+    lines = [f"Every theory row judged ({judged}) supports the theory." if judged else "No theory row was judged."]
+    if errors:
+        lines += ["", f"Not judged ({len(errors)} errors):", "", *[f"- {e}" for e in errors]]
+    return lines

@@ -8,7 +8,7 @@ the host.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -28,6 +28,9 @@ class Objective:
     #: ``ptforget.generators.base``) and returns one loss per member, keeping any per-run state per member;
     #: objectives without it run their seeds one after another
     batchable: bool = False
+    #: the config key of each TheoryConfig field ``theory_fields`` sets (a refused field names it), e.g.
+    #: ``{"replay": "objective.lam"}``; a field not listed is blamed on ``objective``
+    theory_keys: ClassVar[dict[str, str]] = {}
 
     def __init__(self, batch: int = 256) -> None:
         check(isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1, "objective.batch", batch,

@@ -25,7 +25,7 @@ Prediction (R13): with rewards favouring the new mode, each lag period moves the
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -81,6 +81,8 @@ class OAPL(Objective):
         self.beta2 = float(beta1 if beta2 is None else beta2)
         self.lag, self.reward = lag, reward
         self.n_syncs = 0
+
+    theory_keys: ClassVar[dict[str, str]] = {"tau": "objective.beta1", "refreshes": "objective.lag"}
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ is one in ``task.old_region``); the reverse-KL one also logs the largest importa
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -63,6 +63,8 @@ class _Replay:
     mode: str
     batch: int
     task: TwoModeTask | None
+
+    theory_keys: ClassVar[dict[str, str]] = {"replay": "objective.lam", "replay_source": "objective.source"}
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -142,6 +142,8 @@ class SDFT(Objective):
         """Both teachers carry the member dimension: the EMA copy is batched, and the icl teacher keeps one
         demonstration pool per member and conditions each member on its own demonstrations."""
         return True
+
+    theory_keys: ClassVar[dict[str, str]] = {"sdft_lam": "objective.lam", "sdft_anchor": "objective.anchor"}
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:

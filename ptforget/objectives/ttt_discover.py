@@ -31,7 +31,7 @@ forward-KL view of the entropic gradient).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -209,6 +209,8 @@ class TTTDiscover(Objective):
         self.beta = beta if beta == "adaptive" else float(beta)
         self.kl_budget, self.lam, self.reuse = float(kl_budget), float(lam), opts
         self.archive: PUCTArchive | None = None
+
+    theory_keys: ClassVar[dict[str, str]] = {"lam": "objective.lam", "gamma": "objective.beta"}
 
     @classmethod
     def theory_fields(cls, spec: dict[str, Any], steps: int) -> dict[str, Any]:
