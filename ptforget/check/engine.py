@@ -37,6 +37,8 @@ log = logging.getLogger("ptforget.check")
 
 #: theory rows need at least this many seeds to count as evidence (fewer: inconclusive, with a note)
 MIN_SEEDS = 3
+#: rounds of resuming jobs whose run ended interrupted (preempted, cancelled with a signal) before anything is judged
+RESUME_ROUNDS = 3
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -132,7 +134,22 @@ def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False, wh
         executor.run(pre, prog)
     if todo:
         executor.run(todo, prog)
+        resume_interrupted(todo, executor, prog)
     return prog
+
+
+def resume_interrupted(jobs: list[Job], executor: Executor, prog: Progress) -> None:
+    """Run again the jobs whose run stopped on a signal (it resumes from its last.ckpt), so that a preempted job's
+    half-trained run is never what a row judges; a job finished by a later round is no longer reported failed."""
+    for _ in range(RESUME_ROUNDS):
+        again = [j for j in jobs if j.interrupted()]
+        if not again:
+            return
+        prog.say(f"ptforget-check: {len(again)} jobs ended interrupted (preempted or signalled): resuming them")
+        prog.total += len(again)
+        prog.cost += sum(j.cost for j in again)
+        executor.run(again, prog)
+        prog.failed = [(j, o) for j, o in prog.failed if not j.finished()]
 
 
 def results(plan: Plan, specs: list[Any], configs: Context) -> dict[Any, Result]:
