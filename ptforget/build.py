@@ -254,6 +254,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LitLogger.*")
     warnings.filterwarnings("ignore", message=".*litlogger.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")  # any SLURM login node
 
 
 #: Lightning's gradient-clipping keys, applied by the module (manual optimization; per member with batched seeds)
