@@ -62,6 +62,30 @@ def test_a_preempted_job_is_resumed_before_its_rows_are_judged(tmp_path, monkeyp
     assert len(members) == 3 and all(read_json(m)["resumed_from_step"] == 31 for m in members)
 
 
+class _DieFirst(Inline):
+    """Inline, except that the first training job's process dies before its run begins (no summary at all)."""
+
+    def __init__(self) -> None:
+        self.died: list[str] = []
+
+    def run(self, jobs, report) -> None:
+        for job in jobs:
+            if self.died or job.kind != "train":
+                report(job, Outcome(job.key, **run_job(job_payload(job))))
+                continue
+            self.died.append(job.key)
+            report(job, Outcome(job.key, "failed", error="UncompletedJobError: Job 7 has not produced any output"))
+
+
+@pytest.mark.usefixtures("registry_guard")
+def test_a_job_that_died_before_its_run_began_is_run_again(tmp_path, monkeypatch):
+    _register_toy()
+    ex = _DieFirst()
+    monkeypatch.setattr(engine, "make_executor", lambda cfg: ex)
+    got = engine.run_check(check_config("claims=[TOY1]", "executor=inline"), tmp_path, train_compose)
+    assert ex.died and got["errors"] == [] and got["verdicts"][0]["n"] == 3
+
+
 def test_an_unfinished_run_is_never_judged(tmp_path):
     cfg = compose_cfg("trainer.max_steps=80", "eval_every=20")
     orig, send = _signal_at(40, signal.SIGTERM)

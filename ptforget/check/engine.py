@@ -39,6 +39,8 @@ log = logging.getLogger("ptforget.check")
 MIN_SEEDS = 3
 #: rounds of resuming jobs whose run ended interrupted (preempted, cancelled with a signal) before anything is judged
 RESUME_ROUNDS = 3
+#: how an executor reports a job whose process ended without a result (submitit's error for a killed job)
+DIED = "UncompletedJobError"
 
 
 # ---------------------------------------------------------------------------------------------- selection
@@ -139,10 +141,12 @@ def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False, wh
 
 
 def resume_interrupted(jobs: list[Job], executor: Executor, prog: Progress) -> None:
-    """Run again the jobs whose run stopped on a signal (it resumes from its last.ckpt), so that a preempted job's
-    half-trained run is never what a row judges; a job finished by a later round is no longer reported failed."""
+    """Run again the jobs whose run stopped on a signal (it resumes from its last.ckpt) or whose process died before
+    its run began (a submitit job signalled during pretraining), so that a preempted job's half-trained run is never
+    what a row judges; a job finished by a later round is no longer reported failed."""
     for _ in range(RESUME_ROUNDS):
-        again = [j for j in jobs if j.interrupted()]
+        died = {j.key for j, o in prog.failed if o.error.startswith(DIED)}
+        again = [j for j in jobs if j.interrupted() or (j.key in died and not j.finished())]
         if not again:
             return
         prog.say(f"ptforget-check: {len(again)} jobs ended interrupted (preempted or signalled): resuming them")
