@@ -203,7 +203,6 @@ class Submitit(Executor):
                 h.cancel(check=False)
             raise
 
-
     def _lost(self, handle: Any, since: dict[str, float]) -> bool:
         """True once the job's state has stayed UNKNOWN for ``unknown_s`` (its clock restarts on any known state)."""
         if handle.state != "UNKNOWN":
