@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -77,6 +78,13 @@ def _mid_run(folder: Path, deadline: float) -> list[str]:
     raise AssertionError(f"no run in {folder} reached its first checkpoint in time")
 
 
+def _array_ids(sweep: Path) -> set[str]:
+    """The SLURM job ids of a sweep, from submitit's folders ``<sweep>/.submitit/<job>_<task>``."""
+    folder = sweep / ".submitit"
+    return {d.name.split("_")[0] for d in folder.iterdir() if d.name.split("_")[0].isdigit()} if folder.is_dir() \
+        else set()
+
+
 def _release_requeued(proc: subprocess.Popen) -> None:
     """While ``proc`` runs, let requeued jobs start at once: SLURM holds a requeued job for about two minutes
     (reason BeginTime), a scheduling delay that changes nothing about how the job resumes."""
@@ -108,7 +116,7 @@ def test_launcher_cpu_defaults_run_a_sweep_on_the_node(slurm, tmp_path: Path) ->
     for k, seed in enumerate((1, 2)):
         s = json.loads((sweep / str(k) / "summary.json").read_text())
         assert (s["status"], s["seed"], s["steps"]) == ("complete", seed, 50)
-    jobs = {d.name.split("_")[0] for d in (sweep / ".submitit").iterdir() if d.name[0].isdigit()}
+    jobs = _array_ids(sweep)
     assert len(jobs) == 1  # one array job
     rows = _sacct(jobs.pop())
     assert len(rows) == 2 and all(state == "COMPLETED" and code == "0:0" for _, state, code in rows), rows
@@ -124,6 +132,27 @@ def test_a_request_beyond_the_partition_fails_in_one_line(slurm, tmp_path: Path)
     assert "Traceback" not in p.stderr
 
 
+def test_a_launcher_stopped_by_sigterm_cancels_its_jobs(slurm, tmp_path: Path) -> None:
+    """A launching command killed by a timeout (SIGTERM) exits 143 and leaves none of its jobs queued or running."""
+    sweep = tmp_path / "sweep"
+    proc = subprocess.Popen([str(TRAIN), "-m", "hydra/launcher=submitit_slurm", "seed=1,2", *LONG,
+                             f"hydra.sweep.dir={sweep}"], env=_env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while not _array_ids(sweep):
+        assert time.time() < deadline and proc.poll() is None, "the sweep was never submitted"
+        time.sleep(0.2)
+    (array,) = _array_ids(sweep)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    deadline = time.time() + 60
+    while subprocess.run(["squeue", "-h", "-j", array], capture_output=True, text=True, timeout=20).stdout.strip():
+        assert time.time() < deadline, "the sweep's jobs are still queued or running"
+        time.sleep(0.5)
+    assert {state.split()[0] for _, state, _ in _sacct(array)} == {"CANCELLED"}
+
+
 def test_usr2_and_requeue_resume_a_sweep_to_the_uninterrupted_results(slurm, tmp_path: Path) -> None:
     """Job 0 gets submitit's preemption signal (USR2: it checkpoints at its step, then submitit requeues it), job
     1 is requeued by SLURM (SIGTERM: it checkpoints and exits 143); both resume and end bit-identical to runs that
@@ -136,7 +165,7 @@ def test_usr2_and_requeue_resume_a_sweep_to_the_uninterrupted_results(slurm, tmp
         deadline = time.time() + 300
         _mid_run(sweep / "0", deadline)
         _mid_run(sweep / "1", deadline)
-        array = next(d.name.split("_")[0] for d in (sweep / ".submitit").iterdir() if d.name[0].isdigit())
+        (array,) = _array_ids(sweep)
         subprocess.run(["scancel", "--signal=USR2", f"{array}_0"], check=True, timeout=30)
         subprocess.run(["scontrol", "requeue", f"{array}_1"], check=True, timeout=30)
         threading.Thread(target=_release_requeued, args=(proc,), daemon=True).start()
