@@ -53,7 +53,8 @@ def guarded(fn: Callable[[DictConfig], Any]) -> Callable[[DictConfig], Any]:
 
     def wrapper(cfg: DictConfig) -> Any:
         try:
-            return fn(cfg)
+            with interrupt.submitit_exit():  # in a submitit job: exit 128 + N, or requeue on preemption
+                return fn(cfg)
         except ConfigError as err:
             fail(err)
         except Exception as err:
@@ -551,7 +552,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
                 return None  # a console script exits with what this returns: 0
             if pre is not None and pre.pin is not None:
                 sys.argv[1:] = _pinned(sys.argv[1:], *pre.pin)
-            with _locked(pre), _lean_sweep_validation(pre), _sweep_clock(pre):
+            with _locked(pre), _lean_sweep_validation(pre), _sweep_clock(pre), _slurm_errors(pre):
                 result = app()
             if pre is not None and pre.multirun and config_name == "train":
                 _sweep_done(pre)
@@ -559,6 +560,7 @@ def run_checked(app: Callable[[], Any], config_name: str, validate: Validator | 
         except ConfigError as err:
             fail(err)
         except interrupt.RunInterrupted as err:
+            _cancel_slurm_jobs(pre)  # a launcher that stops leaves no job of its sweep queued or running
             _report_interrupt(err, pre)
         except Exception as err:
             fail_fatal(err)
@@ -649,6 +651,77 @@ def _lean_sweep_validation(pre: Preflight | None) -> Iterator[None]:
         yield
     finally:
         BasicSweeper.validate_batch_is_legal = original
+
+
+@contextmanager
+def _slurm_errors(pre: Preflight | None) -> Iterator[None]:
+    """While a SLURM sweep runs, sbatch's refusal or a failed array job ends it in one line (``_fail_slurm``)
+    instead of Hydra's traceback, with the sweep's other jobs cancelled."""
+    if pre is None or not pre.multirun or "SlurmLauncher" not in str(pre.hydra["launcher"].get("_target_", "")):
+        yield
+        return
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+
+    original = BaseSubmititLauncher.launch
+
+    def launch(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, *args, **kwargs)
+        except Exception as err:
+            if _is_submitit_error(err):
+                _fail_slurm(err, pre)
+            raise
+
+    BaseSubmititLauncher.launch = launch
+    try:
+        yield
+    finally:
+        BaseSubmititLauncher.launch = original
+
+
+def _is_submitit_error(err: BaseException) -> bool:
+    return type(err).__module__.startswith("submitit") and type(err).__name__ in ("FailedJobError",
+                                                                                  "UncompletedJobError")
+
+
+def _slurm_sweep_jobs(pre: Preflight | None) -> list[str]:
+    """The SLURM job ids of this sweep (submitit's folders ``<sweep>/.submitit/<job>_<task>``), or []."""
+    if pre is None or not pre.multirun or "SlurmLauncher" not in str(pre.hydra["launcher"].get("_target_", "")):
+        return []
+    folder = pre.sweep_dir / ".submitit"
+    return sorted({p.name.split("_")[0] for p in folder.glob("*") if p.name.split("_")[0].isdigit()}, key=int)
+
+
+def _cancel_slurm_jobs(pre: Preflight | None) -> list[str]:
+    """Cancel this sweep's SLURM jobs still queued or running (finished ones are untouched); their ids."""
+    import subprocess
+
+    ids = _slurm_sweep_jobs(pre)
+    if ids:
+        try:
+            subprocess.run(["scancel", *ids], capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            print(f"ptforget: could not cancel the sweep's SLURM jobs {' '.join(ids)}: {err}", file=sys.stderr)
+    return ids
+
+
+def _fail_slurm(err: BaseException, pre: Preflight | None) -> None:
+    """sbatch refused the sweep, or one of its jobs failed: one line (the first of submitit's message, and where
+    the job's log is), the sweep's other jobs cancelled, exit status 1. Relaunching resumes the sweep."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    first = lines[0] if lines else type(err).__name__
+    log_line = next((ln for ln in lines if ".submitit" in ln and ("log" in ln or "Look at" in ln)), "")
+    ids = _cancel_slurm_jobs(pre)
+    msg = f"ptforget: error: SLURM: {first}"
+    if first.startswith("sbatch:"):
+        msg += (" (the request exceeds what the partition allows: lower hydra.launcher.cpus_per_task, mem_gb or "
+                "gpus_per_node, or choose another hydra.launcher.partition)")
+    if log_line and log_line != first:
+        msg += f" ({log_line})"
+    if ids:
+        msg += f"; cancelled the sweep's other jobs ({', '.join(ids)}); the same command resumes the sweep"
+    print(msg, file=sys.stderr)
+    sys.exit(1)
 
 
 def _report_interrupt(err: interrupt.RunInterrupted, pre: Preflight | None) -> None:

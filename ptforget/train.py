@@ -40,6 +40,8 @@ log = logging.getLogger("ptforget")
 #: config keys that do not change a run's result (excluded from its hash)
 NON_RESULT_KEYS = ("paths", "logger", "hydra", "quiet", "study", "checkpoint_every", "limits", "wandb_mode", "tags",
                    "task_name", "optimized_metric")
+#: keys inside a group that do not change a run's result either (where the pretrained weights are cached, a bar)
+NON_RESULT_LEAVES = {"trainer": ("enable_progress_bar",), "generator": ("cache_dir",)}
 #: statuses of a run that has ended for good (its folder is reused only by the same config)
 FINISHED = ("complete", "diverged")
 #: the lock file that keeps two processes out of one run folder
@@ -62,8 +64,9 @@ def config_hash(cfg: DictConfig | dict, **replace: Any) -> str:
     keys (a member's seed) without building a new config."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     c = {k: v for k, v in {**c, **replace}.items() if k not in NON_RESULT_KEYS}
-    if isinstance(c.get("trainer"), dict):
-        c["trainer"] = {k: v for k, v in c["trainer"].items() if k not in ("enable_progress_bar",)}
+    for group, keys in NON_RESULT_LEAVES.items():
+        if isinstance(c.get(group), dict):
+            c[group] = {k: v for k, v in c[group].items() if k not in keys}
     return hashlib.sha256(json.dumps(c, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

@@ -67,7 +67,7 @@ def test_slurm_config_renders_an_sbatch_array(tmp_path: Path, monkeypatch: pytes
     (stub / "srun").chmod(0o755)
     monkeypatch.setenv("PATH", f"{stub}{os.pathsep}{os.environ['PATH']}")  # submitit looks for srun
 
-    cfg = _compose_hydra("submitit_slurm", "hydra.launcher.partition=gpu", "+hydra.launcher.additional_parameters"
+    cfg = _compose_hydra("submitit_slurm_gpu", "hydra.launcher.partition=gpu", "+hydra.launcher.additional_parameters"
                          ".mail_type=END", f"hydra.sweep.dir={tmp_path / 'sweep'}", "study=probe")
     params = OmegaConf.to_container(cfg.hydra.launcher, resolve=True)
     params.pop("_target_")
@@ -81,6 +81,15 @@ def test_slurm_config_renders_an_sbatch_array(tmp_path: Path, monkeypatch: pytes
                  "--time=60", "--job-name=ptforget-probe", "--mail-type=END", f"--output={tmp_path}/sweep/.submitit/"):
         assert f"#SBATCH {line}" in script, (line, script)
     assert executor._executor.max_num_timeout == 3
+
+
+def test_slurm_defaults_fit_a_cpu_node_and_the_gpu_config_asks_for_a_gpu() -> None:
+    """submitit_slurm asks for no GPU, one CPU and no --mem (the node's memory), so it runs on any CPU partition;
+    submitit_slurm_gpu is the same launcher with one GPU, 4 CPUs and 16 GB per job."""
+    cpu, gpu = (_compose_hydra(name).hydra.launcher for name in ("submitit_slurm", "submitit_slurm_gpu"))
+    assert (cpu.gpus_per_node, cpu.cpus_per_task, cpu.mem_gb) == (0, 1, None)
+    assert (gpu.gpus_per_node, gpu.cpus_per_task, gpu.mem_gb) == (1, 4, 16)
+    assert gpu._target_ == cpu._target_ and gpu.max_num_timeout == cpu.max_num_timeout
 
 
 def test_launcher_config_rejects_unknown_key() -> None:

@@ -40,6 +40,12 @@ from ptforget.io import LockBusy, atomic_write_text, file_lock, planted_link, wr
 
 log = logging.getLogger("ptforget.check")
 
+#: rounds of resuming jobs whose run ended interrupted (preempted, cancelled with a signal) before anything is judged
+RESUME_ROUNDS = 3
+#: how an executor reports a job whose process ended without a result (submitit's error for a killed job)
+DIED = "UncompletedJobError"
+
+
 # ---------------------------------------------------------------------------------------------- selection
 def claim_ids() -> list[str]:
     return [c.id for c in registry.ordered()]
@@ -140,7 +146,24 @@ def execute(plan: Plan, executor: Executor, reuse: bool, quiet: bool = False, wh
         executor.run(pre, prog)
     if todo:
         executor.run(todo, prog)
+        resume_interrupted(todo, executor, prog)
     return prog
+
+
+def resume_interrupted(jobs: list[Job], executor: Executor, prog: Progress) -> None:
+    """Run again the jobs whose run stopped on a signal (it resumes from its last.ckpt) or whose process died before
+    its run began (a submitit job signalled during pretraining), so that a preempted job's half-trained run is never
+    what a row judges; a job finished by a later round is no longer reported failed."""
+    for _ in range(RESUME_ROUNDS):
+        died = {j.key for j, o in prog.failed if o.error.startswith(DIED)}
+        again = [j for j in jobs if j.interrupted() or (j.key in died and not j.finished())]
+        if not again:
+            return
+        prog.say(f"ptforget-check: {len(again)} jobs ended interrupted (preempted or signalled): resuming them")
+        prog.total += len(again)
+        prog.cost += sum(j.cost for j in again)
+        executor.run(again, prog)
+        prog.failed = [(j, o) for j, o in prog.failed if not j.finished()]
 
 
 def results(plan: Plan, specs: list[Any], configs: Context) -> dict[Any, Result]:

@@ -139,13 +139,17 @@ class Submitit(Executor):
         folder: submitit's log folder (relative paths: inside the check's output folder).
         parameters: submitit executor parameters (e.g. ``timeout_min``, ``slurm_partition``, ``gpus_per_node``).
         poll_s: seconds between polls of the jobs' states.
+        unknown_s: a SLURM job whose state stays unknown this long (sacct stopped answering) is reported failed,
+            so that the check never waits forever on a job that died without a result.
     """
 
     name = "submitit"
 
     def __init__(self, cluster: str = "local", folder: str = "submitit", parameters: dict[str, Any] | None = None,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, unknown_s: float = 600.0) -> None:
         check(cluster in ("local", "slurm"), "executor.cluster", cluster, "one of 'local', 'slurm'")
+        check(isinstance(unknown_s, int | float) and unknown_s > 0, "executor.unknown_s", unknown_s,
+              "a number of seconds > 0")
         try:
             import submitit  # noqa: F401
         except ImportError:
@@ -153,6 +157,7 @@ class Submitit(Executor):
                               "inline or processes (submitit is not installed: pip install 'ptforget[launchers]')"
                               ) from None
         self.cluster, self.folder, self.parameters, self.poll_s = cluster, folder, dict(parameters or {}), poll_s
+        self.unknown_s = float(unknown_s)
         self.out: Path | None = None
 
     def describe(self) -> str:
@@ -161,6 +166,8 @@ class Submitit(Executor):
     def run(self, jobs: list[Job], report: Report) -> None:
         import submitit
 
+        if self.cluster == "slurm":
+            require_accounting()
         folder = Path(self.folder)
         if not folder.is_absolute() and self.out is not None:
             folder = self.out / folder
@@ -170,6 +177,7 @@ class Submitit(Executor):
         with ex.batch():
             handles = [(job, ex.submit(fn, job_payload(job))) for job in jobs]
         pending = list(handles)
+        unknown_since: dict[str, float] = {}
         try:
             while pending:
                 still = []
@@ -178,8 +186,13 @@ class Submitit(Executor):
                         try:
                             res = h.result()
                         except Exception as err:  # the job crashed outside run_job (killed, out of memory)
-                            res = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+                            res = {"status": "failed", "error": " ".join(f"{type(err).__name__}: {err}".split())}
                         report(job, _outcome(job, res))
+                    elif self.cluster == "slurm" and self._lost(h, unknown_since):
+                        h.cancel(check=False)
+                        report(job, Outcome(job.key, "failed", error=f"SLURM job {h.job_id}: its state has been "
+                                            f"unknown for {self.unknown_s:.0f} s (does sacct answer? submitit "
+                                            "needs SLURM accounting); cancelled"))
                     else:
                         still.append((job, h))
                 pending = still
@@ -190,12 +203,37 @@ class Submitit(Executor):
                 h.cancel(check=False)
             raise
 
+    def _lost(self, handle: Any, since: dict[str, float]) -> bool:
+        """True once the job's state has stayed UNKNOWN for ``unknown_s`` (its clock restarts on any known state)."""
+        if handle.state != "UNKNOWN":
+            since.pop(handle.job_id, None)
+            return False
+        return time.monotonic() - since.setdefault(handle.job_id, time.monotonic()) > self.unknown_s
+
+
+def require_accounting() -> None:
+    """ConfigError unless ``sacct`` answers: submitit learns a SLURM job's end from accounting, and without it a job
+    that dies without a result would be waited for forever."""
+    import subprocess
+
+    try:
+        p = subprocess.run(["sacct", "-n", "-X", "-S", "now"], capture_output=True, text=True, timeout=60)
+        problem = None if p.returncode == 0 else (p.stderr.strip() or f"exit status {p.returncode}")
+    except (OSError, subprocess.TimeoutExpired) as err:
+        problem = str(err)
+    if problem is not None:
+        raise ConfigError("executor", "submitit_slurm", "a SLURM with accounting that sacct can read (sacct "
+                          f"failed: {' '.join(problem.split())}; see docs/cluster.md), or executor=processes")
+
 
 class TrainJob:
     """A submitit-callable training job; on preemption or timeout submitit requeues it and it resumes."""
 
     def __call__(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return run_job(payload)
+        from ptforget import interrupt
+
+        with interrupt.submitit_exit():  # a signal: exit 128 + N, or (preemption) checkpoint and requeue
+            return run_job(payload)
 
     def checkpoint(self, payload: dict[str, Any]) -> Any:
         import submitit

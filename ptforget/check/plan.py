@@ -19,6 +19,7 @@ from ptforget.check.context import FLOWS, Context
 from ptforget.check.registry import Claim
 from ptforget.check.runs import RunSpec
 from ptforget.errors import ConfigError
+from ptforget.io import read_json
 from ptforget.train import config_hash, finished_summary
 
 #: rough cost of one optimizer step per family, relative to the GMM (orders the jobs: the longest start first)
@@ -41,6 +42,14 @@ class Job:
 
     def finished(self) -> bool:
         return self.kind == "train" and finished_summary(self.path, self.cfg) is not None
+
+    def interrupted(self) -> bool:
+        """Its run stopped on a signal (a preempted or cancelled job): running it again resumes from last.ckpt."""
+        name = "ensemble.json" if self.seeds > 1 else "summary.json"
+        try:
+            return self.kind == "train" and read_json(self.path / name).get("status") == "interrupted"
+        except (OSError, ValueError, AttributeError):
+            return False
 
 
 @dataclass

@@ -85,7 +85,25 @@ class Result:
         return len(self.runs)
 
 
+class UnfinishedRun(RuntimeError):
+    """A run folder whose summary says the run has not ended (interrupted, failed): never judged."""
+
+
 def load_runs(path: Path, seeds: Sequence[int]) -> list[Run]:
-    """The runs of a finished job folder: ``path`` itself for one seed, ``path/seed<k>`` for several."""
+    """The runs of a finished job folder: ``path`` itself for one seed, ``path/seed<k>`` for several.
+
+    A run whose summary status is not final (complete or diverged) raises UnfinishedRun: a half-trained run's
+    numbers (a preempted job's) must never be judged as its result.
+    """
+    from ptforget.train import FINISHED
+
     dirs = [path] if len(seeds) == 1 else [path / f"seed{s}" for s in seeds]
-    return [Run(d, read_json(d / "summary.json"), read_trajectory(d / "trajectory.csv")) for d in dirs]
+    runs = []
+    for d in dirs:
+        summary = read_json(d / "summary.json")
+        status = summary.get("status")
+        if status not in FINISHED:
+            raise UnfinishedRun(f"{d} holds an unfinished run (status {status!r}: {summary.get('reason', '')}); "
+                                "relaunch the check into its folder to resume it")
+        runs.append(Run(d, summary, read_trajectory(d / "trajectory.csv")))
+    return runs
