@@ -14,6 +14,10 @@ rate there within 3%, and with 2 ln rho deep in the approach: tests/theory/test_
 that does not depend on the conditioning, 2 ln |1 - h mean eigenvalue| (the same total curvature with kappa = 1).
 Wrong theory of the negative control: the KL at the parameters' rate (half the theory's).
 
+On mdn and flow h is the network's learning rate: the theory says what GD on the mixture's own parameters does at
+that step, while a network moves them through its Jacobian, so its effective step (and the row's outcome) differs
+by as much as that Jacobian's scale; the GMM is the family whose parameters are the theory's.
+
 The grid is ``profile.rate_deltas`` x ``profile.rate_betas``; the runs are the drift claims' SGD runs (P10/P11
 reuse them in the quick profile), extended to ``profile.rate_max_steps`` where the exact flow needs longer to reach
 ``LO`` (twice its step count there).
