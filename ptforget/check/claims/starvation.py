@@ -13,8 +13,8 @@ starvation probability, f^B. Statistics, per seed (seed k paired across batch si
   (||mu_o - mu_o*||). Per seed, the least-squares slope of ln(excess) against B over
   ``profile.starvation_batches``. Theory: ln f. Rival: the slope ln(1/B) has on the same grid (the excess as
   ordinary minibatch noise, whose variance falls like 1/B). Wrong theory: the other sampling's factor (replay's for
-  on-policy, on-policy's for replay). A seed whose excess is not positive gives no slope (NaN): a family with no
-  measurable starvation effect is undecided, not evidence either way.
+  on-policy, on-policy's for replay). A row where the excess is not positive for every B and seed is untestable
+  (its premise, a measurable starvation effect, fails; keeping only the positive seeds would select noise).
 * fixed slots against on-policy at the smallest B: the ratio of the excess dips (seed k / seed k). Theory: 0 (no
   starved batch, so no starvation dip). Rival: 1 (a dip from minibatch noise is the same however the batch is drawn).
 
@@ -81,6 +81,16 @@ def batch_slope(batches: list[int], stats: np.ndarray) -> list[float]:
     return out
 
 
+def positive_gate(excess: np.ndarray, stat: str, batches: list[int]) -> str | None:
+    """The premise of a scaling in B: the effect is measurable, i.e. the excess over the large-batch baseline is
+    positive at every B in every seed (dropping the others would keep only the seeds where noise made it so)."""
+    bad = int(np.sum(~(excess > 0)))
+    if not bad:
+        return None
+    return (f"no starvation effect above the large-batch baseline: the excess {stat} is not positive in {bad} of "
+            f"{excess.size} (B, seed) pairs (B in {{{', '.join(map(str, batches))}}})")
+
+
 @register
 class StarvationConsequence(Claim):
     """Starved batches dip the old mass and drift the old mode like the starvation probability (1-beta*)^B on-policy
@@ -141,7 +151,7 @@ class StarvationConsequence(Claim):
                         yield Row(f"Starvation's {stat} scales like the starvation probability", g, "theory",
                                   f"{label}, beta*={beta:g}, B in {{{', '.join(map(str, batches))}}}",
                                   f"slope of ln(excess {stat} over B={baseline_batch(beta)}) against B",
-                                  batch_slope(batches, vals), rule,
+                                  batch_slope(batches, vals), rule, gate=positive_gate(vals, stat, batches),
                                   note=(f"mean excess: {means}; at the baseline B={baseline_batch(beta)}: {b0:.3g}; "
                                         f"theory ln f = {theory:.4g}"),
                                   converged=all(o for o, _ in oks),
@@ -161,6 +171,7 @@ class StarvationConsequence(Claim):
                 yield Row("Fixed replay slots remove the starvation dip", g, "theory", f"beta*={beta:g}, B={B}",
                           f"excess old-mass dip (over B={baseline_batch(beta)}) with fixed slots / on-policy (seed k / "
                           "seed k)", ratio, rule,
+                          gate=positive_gate(np.array([excess(on, dip_series, n)]), "old-mass dip", [B]),
                           note="theory: no starved batch with ceil(lam B) >= 1 slot, so no starvation dip; the "
                           "negative control's wrong theory: the mixture's ratio (1-lam)^B",
                           converged=all(o for o, _ in oks),
