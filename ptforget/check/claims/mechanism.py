@@ -23,7 +23,7 @@ import numpy as np
 from ptforget.check import rules
 from ptforget.check.claims.common import MIXTURES, sup
 from ptforget.check.claims.reverse_kl import drift_controls, drift_floor, sgd_rkl
-from ptforget.check.registry import Claim, Row, register
+from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.theory import population_flow
 from ptforget.theory.consequences import flow_drift_and_misassignment, integrated, log_slope, misassignment_path
 
@@ -69,6 +69,7 @@ class DriftThroughMisassignment(Claim):
 
     def rows(self, ctx, got):
         deltas = [float(d) for d in ctx.profile.deltas]
+        series = {}
         for g in [g for g in ctx.families if g in MIXTURES]:
             specs = [self.specs(ctx)[(g, d)] for d in deltas]
             tc = ctx.theory(specs[0])
@@ -90,6 +91,10 @@ class DriftThroughMisassignment(Claim):
                 "drift unrelated to misassignment", 0.0, "a forcing of the old mode that does not pass through the "
                 "model's responsibilities (shared weights of a network, capacity): its sup drift would not follow "
                 "the misassigned mass"), wrong=2 * theory)
+            series[f"{g} (learned)"] = (np.log(mis.mean(1)), np.log(np.clip(drifts.mean(1) - flr, 1e-12, None)))
+            pts = [flow_drift_and_misassignment(population_flow("rkl", d, tc.beta_star, None, tc.new_offset, tc.lr,
+                                                                tc.steps), tc.lr) for d in deltas]
+            series[f"exact flow, h={tc.lr:g}"] = (np.log([m for _, m in pts]), np.log([dr for dr, _ in pts]))
             means = ", ".join(f"{d:g}: drift {a:.3g}, M {b:.3g}"
                               for d, a, b in zip(deltas, drifts.mean(1), mis.mean(1), strict=True))
             yield Row("Sup drift grows with the integrated misassignment", g, "theory",
@@ -104,3 +109,6 @@ class DriftThroughMisassignment(Claim):
                       convergence=(f"the sup drift was reached at {max(late):.0%} of the run at the latest (over "
                                    "Deltas and seeds); the criterion: before its last quarter"),
                       sources=[got[s] for s in specs])
+        yield Section([ctx.plots.plot_metric_vs_param(
+            series, ctx.figure_path("p10m_drift_vs_misassignment.png"), "ln M (integrated misassignment to the sup)",
+            "ln(sup drift - floor)", title="P10m: drift through misassignment (one point per Delta)")])

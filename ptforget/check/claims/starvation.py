@@ -35,7 +35,7 @@ import numpy as np
 
 from ptforget.check import rules
 from ptforget.check.claims.common import MIXTURES
-from ptforget.check.registry import Claim, Row, register
+from ptforget.check.registry import Claim, Row, Section, register
 from ptforget.check.runs import Run, RunSpec
 from ptforget.theory.consequences import inverse_batch_slope, starvation_log_factor
 
@@ -127,9 +127,17 @@ class StarvationConsequence(Claim):
         frac = ctx.gates()["plateau_fraction"]
         rival_slope = inverse_batch_slope(batches)
         specs = self.specs(ctx)
+        figs = []
         for g in self.families(ctx):
             for beta in [float(b) for b in ctx.profile.get("starvation_betas", [0.05])]:
                 base = got[specs[(g, beta, "baseline", 0)]]
+                b0 = float(np.mean([np.nanmax(dip_series(r)) for r in base.runs]))
+                figs.append(ctx.plots.plot_metric_vs_param(
+                    {label: (batches, [float(np.mean([np.nanmax(dip_series(r)) for r in got[specs[(g, beta, label, B)]]
+                                                      .runs])) for B in batches]) for label, _, _ in MODES}
+                    | {f"baseline B={baseline_batch(beta)}": (batches, [b0] * len(batches))},
+                    ctx.figure_path(f"p13c_dip_{g}_b{beta:g}.png"), "batch size B", "old-mass dip (relative)",
+                    title=f"P13c: old-mass dip against B, {g}, beta*={beta:g} (plain SGD)", logy=True))
 
                 def excess(rr, series, n, base=base):  # per seed: the sup less the baseline's mean over seeds
                     b = float(np.mean([np.nanmax(series(r)) for r in base.runs]))
@@ -178,3 +186,4 @@ class StarvationConsequence(Claim):
                           convergence=(f"the last quarter deepened the dip by at most {max(d for _, d in oks):.1%} "
                                        f"of it (median over seeds); the criterion is <= {frac:.0%}"),
                           sources=[on, fx, base])
+        yield Section(figs)
