@@ -775,7 +775,7 @@ def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, loca
 
 
 #: keys of a check profile and what each must be
-PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds")
+PROFILE_INTS = ("eval_every", "exact_batch", "chen_seeds", "rate_max_steps")
 PROFILE_LISTS = {
     "deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26, f"Mahalanobis separations in [{MIN_DELTA:.3g}, 26]"),
     "method_deltas": (lambda v: is_number(v) and MIN_DELTA <= v <= 26,
@@ -783,6 +783,10 @@ PROFILE_LISTS = {
     "replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "rkl_replay_lambdas": (lambda v: is_number(v) and 0 <= v < 1, "replay fractions in [0, 1)"),
     "batch_sizes": (lambda v: is_int(v, 1), "batch sizes (integers >= 1)"),
+    "rate_deltas": (lambda v: is_number(v) and 0 < v <= 26, "Mahalanobis separations in (0, 26]"),
+    "rate_betas": (lambda v: is_number(v) and 0 < v < 1, "old weights beta* in (0, 1)"),
+    "starvation_batches": (lambda v: is_int(v, 1), "batch sizes (integers >= 1)"),
+    "starvation_betas": (lambda v: is_number(v) and 0 < v < 1, "old weights beta* in (0, 1)"),
 }
 FAMILY_KEYS = ("seeds", "steps", "overrides", "sgd")
 

@@ -192,6 +192,9 @@ OTHER_CASES = [
     ("check", "profile.deltas=[-1.0]", "profile.deltas", "[-1.0]"),  # the profile key, not task.delta
     ("check", "profile.batch_sizes=[0]", "profile.batch_sizes", "[0]"),
     ("check", "profile.replay_lambdas=[1.0]", "profile.replay_lambdas", "[1.0]"),
+    ("check", "profile.rate_betas=[1.0]", "profile.rate_betas", "[1.0]"),
+    ("check", "profile.starvation_batches=[0]", "profile.starvation_batches", "[0]"),
+    ("check", "+profile.rate_max_steps=0", "profile.rate_max_steps", "0"),
     ("check", "+nosuchkey=3", "nosuchkey", "3"),
 ]
 
