@@ -42,6 +42,11 @@ def fine_grid(task: TwoModeTask, panel: float = 0.02, order: int = 8, margin: fl
             torch.tensor(w, dtype=torch.float64, device=task.mu_old.device))
 
 
+def _se(v: Tensor) -> Tensor:
+    """Standard error of the mean over the last axis."""
+    return v.std(-1) / math.sqrt(v.shape[-1])
+
+
 @torch.no_grad()
 def start_fidelity(generator: Generator, task: TwoModeTask, n: int = 200_000, seed: int = 0,
                    panel: float = 0.02) -> dict[str, Tensor]:
@@ -49,8 +54,10 @@ def start_fidelity(generator: Generator, task: TwoModeTask, n: int = 200_000, se
 
     Returns ``kl`` = KL(q0 || model) in nats and ``kl_se`` (its Monte-Carlo standard error; 0 by quadrature),
     ``old_mass`` (the model's mass on p*'s old region) and ``old_mass_se``, ``q0_old_mass``, ``old_mass_rel_err`` =
-    |old_mass - q0_old_mass| / q0_old_mass, and ``total_mass`` (1-D: the model's mass on the grid; a model that
-    leaks mass beyond the modes has less). In d > 1 the ``n`` samples come from a generator seeded by ``seed``.
+    |old_mass - q0_old_mass| / q0_old_mass, and ``total_mass`` with ``total_mass_se`` (1-D: the model's mass on the
+    grid, less for a model that leaks mass beyond the modes; d > 1: E_q0[model / q0], less for a model with mass
+    where q0 has none). In d > 1 the estimates use ``n`` draws from q0 (a generator seeded by ``seed``); the old
+    mass is q0's exact one plus E_q0[1_old (model / q0 - 1)], whose error shrinks with the mismatch.
     """
     batch = generator.batch_shape
     m0 = q0_old_mass(task)
@@ -62,17 +69,19 @@ def start_fidelity(generator: Generator, task: TwoModeTask, n: int = 200_000, se
         kl = (v * lp.exp() * (lp - lq)).sum(-1)
         mass = (q * task.old_region(x).double()).sum(-1)
         zero = torch.zeros_like(kl)
-        out = {"kl": kl, "kl_se": zero, "old_mass": mass, "old_mass_se": zero, "total_mass": q.sum(-1)}
-    else:
+        out = {"kl": kl, "kl_se": zero, "old_mass": mass, "old_mass_se": zero, "total_mass": q.sum(-1),
+               "total_mass_se": zero}
+    else:  # y ~ q0; r = start / q0: KL = E[-log r], old mass = m0 + E[1_old (r - 1)] (a control variate: its
+        # error shrinks with the start's mismatch, where plain sampling of the start has sd sqrt(m (1 - m) / n)),
+        # and E[r] = 1 unless the start puts mass where q0 has almost none (``total_mass``)
         with torch.random.fork_rng(devices=[] if task.mu_old.device.type == "cpu" else [task.mu_old.device]):
             torch.manual_seed(seed)
             y = task.sample("q0", n, batch)
-            d = (task.log_prob("q0", y) - generator.log_prob(y)).double()
-            xs = generator.sample(n)
-        mass = task.old_region(xs).double().mean(-1)
-        kl = d.mean(-1)
-        out = {"kl": kl, "kl_se": d.std(-1) / math.sqrt(n), "old_mass": mass,
-               "old_mass_se": (mass * (1 - mass) / n).sqrt(), "total_mass": torch.ones_like(kl)}
+        log_r = (generator.log_prob(y) - task.log_prob("q0", y)).double()
+        r = log_r.exp()
+        extra = task.old_region(y).double() * (r - 1)
+        out = {"kl": -log_r.mean(-1), "kl_se": _se(log_r), "old_mass": m0 + extra.mean(-1),
+               "old_mass_se": _se(extra), "total_mass": r.mean(-1), "total_mass_se": _se(r)}
     out["q0_old_mass"] = torch.full_like(out["kl"], m0)
     out["old_mass_rel_err"] = (out["old_mass"] - m0).abs() / m0
     return out

@@ -40,7 +40,7 @@ DOCS: dict[str, str] = {
     "generator.pretrain.batch": "pretraining batch",
     "generator.pretrain.lr": "pretraining Adam step",
     "generator.pretrain.schedule": "cosine | constant (pretraining learning-rate schedule)",
-    "generator.pretrain.objective": "samples (fresh q0 draws) | quadrature (exact, 1-D tasks)",
+    "generator.pretrain.objective": "samples (fresh q0 draws) | quadrature (exact, 1-D) | auto (quadrature in 1-D)",
     "generator.pretrain.refine": "L-BFGS iterations after the Adam steps (quadrature only)",
     "generator.pretrain.seed": "pretraining seed; null = the run's seed (each seed its own pretrained start)",
     "generator.cache_dir": "pretrained weights cache (null = none)",

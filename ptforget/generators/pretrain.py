@@ -141,8 +141,9 @@ SCHEDULES = ("cosine", "constant")
 #: the task's 1-D grid (the exact integral and its exact gradient: no sampling noise, so the fit converges to the
 #: family's best approximation instead of hovering around it; 1-D tasks only). With quadrature, ``refine`` > 0 then
 #: runs up to that many L-BFGS iterations (strong Wolfe line search, in float64) after the Adam steps: on a
-#: deterministic objective it reaches the optimum's neighbourhood in far fewer steps than Adam
-OBJECTIVES = ("samples", "quadrature")
+#: deterministic objective it reaches the optimum's neighbourhood in far fewer steps than Adam. ``auto`` is
+#: quadrature on a 1-D task and samples otherwise (without the refinement), for a profile whose runs mix dimensions
+OBJECTIVES = ("samples", "quadrature", "auto")
 #: most L-BFGS iterations a config may ask for (each evaluates the loss up to 1.25 times)
 MAX_REFINE = 100_000
 
@@ -166,10 +167,13 @@ def pretrain_settings(pretrain: dict | None, task: TwoModeTask, **defaults: Any)
     check_choice(pre["schedule"], "generator.pretrain.schedule", SCHEDULES)
     check_choice(pre["objective"], "generator.pretrain.objective", OBJECTIVES)
     check(pre["objective"] != "quadrature" or task.dim == 1, "generator.pretrain.objective", pre["objective"],
-          "'samples' when task.dim > 1 (quadrature needs a 1-D task)")
+          "'samples' or 'auto' when task.dim > 1 (quadrature needs a 1-D task)")
     check(pre["refine"] <= MAX_REFINE, "generator.pretrain.refine", pre["refine"], f"an integer in [0, {MAX_REFINE}]")
-    check(pre["refine"] == 0 or pre["objective"] == "quadrature", "generator.pretrain.refine", pre["refine"],
-          "0 unless generator.pretrain.objective is 'quadrature' (L-BFGS needs a deterministic loss)")
+    check(pre["refine"] == 0 or pre["objective"] != "samples", "generator.pretrain.refine", pre["refine"],
+          "0 unless generator.pretrain.objective is 'quadrature' or 'auto' (L-BFGS needs a deterministic loss)")
+    if pre["objective"] == "auto":  # resolved here, so the cache key names what was run
+        pre["objective"] = "quadrature" if task.dim == 1 else "samples"
+        pre["refine"] = pre["refine"] if task.dim == 1 else 0
     return pre
 
 
