@@ -107,18 +107,54 @@ def without_pretraining(cfg: DictConfig) -> DictConfig:
     light = OmegaConf.to_container(cfg, resolve=True)
     gen = light.get("generator") or {}
     if isinstance(gen.get("pretrain"), dict):
-        gen["pretrain"] = {**gen["pretrain"], "steps": 0}
+        gen["pretrain"] = {**_seeded(gen["pretrain"], cfg), "steps": 0, "refine": 0}
     if "cache_dir" in gen:
         gen["cache_dir"] = None
     return OmegaConf.create(light)
 
 
+def _seeded(pretrain: dict[str, Any], cfg: DictConfig, member: int = 0) -> dict[str, Any]:
+    """``pretrain`` with a ``seed`` of null (follow the run) resolved to the run's seed + ``member``."""
+    if "seed" in pretrain and pretrain["seed"] is None:
+        run_seed = cfg.get("seed", 0)
+        return {**pretrain, "seed": (int(run_seed) if is_number(run_seed) else run_seed) + member}
+    return pretrain
+
+
+def generator_node(cfg: DictConfig, member: int = 0) -> DictConfig:
+    """The generator's config with ``pretrain.seed: null`` resolved to the seed of the run's member ``member``
+    (``seed + member``: batched member k is the solo run of seed + k, pretrained with its own seed)."""
+    gen = OmegaConf.to_container(cfg.generator, resolve=True)
+    if isinstance(gen.get("pretrain"), dict):
+        gen["pretrain"] = _seeded(gen["pretrain"], cfg, member)
+    return OmegaConf.create(gen)
+
+
+def pretrain_follows_seed(cfg: DictConfig) -> bool:
+    """The generator's pretraining (and initial weights) follow the run's seed (``generator.pretrain.seed: null``)."""
+    pre = cfg.generator.get("pretrain")
+    return isinstance(pre, DictConfig) and "seed" in pre and pre.seed is None
+
+
 def build(cfg: DictConfig) -> tuple[Any, Any, Any]:
     """(task, generator, objective) from the config, validated by their constructors."""
     task = instantiate_group(cfg.task, "task")
-    generator = instantiate_group(cfg.generator, "generator", task=task)
+    generator = instantiate_group(generator_node(cfg), "generator", task=task)
     objective = instantiate_group(cfg.objective, "objective")
     return task, generator, objective
+
+
+def member_starts(cfg: DictConfig, task: Any, generator: Any) -> list[Any] | None:
+    """The generators the ``seeds`` batched members start from, or None when every member starts at ``generator``.
+
+    With ``generator.pretrain.seed: null`` member k starts where the solo run of seed + k starts (its own initial
+    weights and pretraining, cached per seed), so seed intervals include the pretraining variation; ``generator``
+    (built for ``seed``) is member 0. A pinned pretraining seed, or a family without pretraining, shares one start.
+    """
+    size = int(cfg.get("seeds", 1))
+    if size <= 1 or not pretrain_follows_seed(cfg):
+        return None
+    return [generator] + [instantiate_group(generator_node(cfg, k), "generator", task=task) for k in range(1, size)]
 
 
 def optimizer_config(cfg: DictConfig) -> dict[str, Any]:

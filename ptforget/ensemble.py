@@ -23,14 +23,16 @@ from torch import Tensor, nn
 from torch.func import vmap
 from torch.nn.utils.stateless import _reparametrize_module
 
-from ptforget.generators.base import Generator
+from ptforget.generators.base import Generator, check_starts, member_values
 
 
-def batched(generator: Generator, size: int) -> Generator:
-    """``size`` members starting at ``generator``'s parameters: natively stacked where the family allows it."""
+def batched(generator: Generator, size: int, starts: list[Generator] | None = None) -> Generator:
+    """``size`` members starting at ``generator``'s parameters, or member k at ``starts[k]``'s (same architecture
+    and buffers: each seed's own pretrained start, see ``ptforget.build.member_starts``): natively stacked where the
+    family allows it."""
     if generator.natively_batched:
-        return generator.stack(size)
-    return SeedEnsemble(generator, size)
+        return generator.stack(size, starts)
+    return SeedEnsemble(generator, size, starts)
 
 
 @torch.no_grad()
@@ -54,14 +56,16 @@ def reset_members_(generator: Generator, dead: Tensor, init: list[Tensor]) -> No
 
 
 class SeedEnsemble(Generator):
-    """Stacked parameters of ``size`` copies of ``template`` behind the batched-generator interface (vmap).
+    """Stacked parameters of ``size`` copies of ``template`` (or of ``starts``, one per member) behind the
+    batched-generator interface (vmap).
 
     Buffers (constants) are shared. The template is kept outside the module tree (its own parameters are not
     trained); every call runs it through ``functional_call`` with one member's parameters under ``vmap``.
     """
 
-    def __init__(self, template: Generator, size: int) -> None:
+    def __init__(self, template: Generator, size: int, starts: list[Generator] | None = None) -> None:
         super().__init__()
+        check_starts(template, size, starts)
         object.__setattr__(self, "template", template)
         self.batch_shape = (size,)
         self.has_components = template.has_components
@@ -69,8 +73,8 @@ class SeedEnsemble(Generator):
         self.pretrain_stats = getattr(template, "pretrain_stats", {})
         self.names = [n for n, _ in template.named_parameters()]
         self.stacked = nn.ParameterList([
-            nn.Parameter(p.detach().unsqueeze(0).repeat(size, *([1] * p.dim())).clone(), requires_grad=p.requires_grad)
-            for _, p in template.named_parameters()
+            nn.Parameter(member_values(name, p, size, starts), requires_grad=p.requires_grad)
+            for name, p in template.named_parameters()
         ])
 
     def _move_template(self) -> None:

@@ -56,6 +56,8 @@ class PostTrainModule(L.LightningModule):
             optimizer and divergence bookkeeping through ``torch.compile``; CUDA graphs on a GPU).
         grad_clip: (max, 'norm' | 'value'): clip the gradient's norm (per member with batched seeds, so members
             stay independent) or its entries; max None disables it.
+        starts: with S > 1, the generator each member starts from (``build.member_starts``: member k pretrained
+            with its own seed); None starts every member at ``generator``.
     """
 
     def __init__(
@@ -72,6 +74,7 @@ class PostTrainModule(L.LightningModule):
         checkpoint_every: int = 0,
         compile: bool = False,
         grad_clip: tuple[float | None, str] = (None, "norm"),
+        starts: list[Generator] | None = None,
     ) -> None:
         super().__init__()
         check(isinstance(eval_every, int) and eval_every >= 1, "eval_every", eval_every, "an integer >= 1")
@@ -80,8 +83,9 @@ class PostTrainModule(L.LightningModule):
         validate_optimizer(optimizer)
         objective.validate(generator, task)
         self.automatic_optimization = False
-        # the trained generator: the given one, or S members stacked from it (each starts at its parameters)
-        self.generator = batched(generator, seeds) if seeds > 1 else generator
+        # the trained generator: the given one, or S members stacked from it (each starts at its parameters, or
+        # member k at starts[k]'s: its own seed's pretrained start)
+        self.generator = batched(generator, seeds, starts) if seeds > 1 else generator
         self.batched = seeds > 1
         if self.batched:  # where a diverged member is put back (keeps later batched sampling valid)
             for i, p in enumerate(self.generator.parameters()):

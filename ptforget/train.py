@@ -260,7 +260,8 @@ def _fit(cfg: DictConfig, run_dir: Path, task: Any, generator: Any, objective: A
     module = PostTrainModule(generator, objective, task, build.optimizer_config(cfg), eval_every=int(cfg.eval_every),
                              n_eval=int(cfg.n_eval), max_steps=max_steps, seeds=seeds, checkpoint_path=ckpt,
                              checkpoint_every=int(cfg.get("checkpoint_every", 0)),
-                             compile=bool(cfg.get("compile", False)), grad_clip=build.grad_clip_config(cfg))
+                             compile=bool(cfg.get("compile", False)), grad_clip=build.grad_clip_config(cfg),
+                             starts=build.member_starts(cfg, task, generator))
     run_hash = config_hash(cfg)
     module.checkpoint_meta = {"config_hash": run_hash}
     if not reuse and ckpt.exists():

@@ -491,11 +491,12 @@ def validate_pretrain(pre: Any) -> None:
     if pre is None:
         return
     check(isinstance(pre, dict), "generator.pretrain", pre, "a mapping with steps, batch, lr, seed (or null)")
-    for key, lo in (("steps", 0), ("batch", 1), ("seed", 0)):
+    for key, lo in (("steps", 0), ("batch", 1)):
         if key in pre:
             check(is_int(pre[key], lo), f"generator.pretrain.{key}", pre[key], f"an integer >= {lo}")
-    if "seed" in pre:
-        check(pre["seed"] <= MAX_SEED, "generator.pretrain.seed", pre["seed"], f"an integer in [0, {MAX_SEED}]")
+    if pre.get("seed") is not None:  # null: the run's seed
+        check(is_int(pre["seed"], 0) and pre["seed"] <= MAX_SEED, "generator.pretrain.seed", pre["seed"],
+              f"an integer in [0, {MAX_SEED}], or null for the run's seed")
     if "lr" in pre:
         check(is_number(pre["lr"]) and pre["lr"] > 0, "generator.pretrain.lr", pre["lr"], "a finite number > 0")
 

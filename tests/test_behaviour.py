@@ -12,8 +12,8 @@ from tests.conftest import compose_cfg
 MUST = ("task.dim=2", "task.delta=6", "task.beta_star=0.5", "seed=0")
 
 
-#: the flow of the check's quick profile (2 coupling transforms of 32x32, 600 pretraining steps): the default flow
-#: (4 transforms of 64x64, 2000 pretraining steps) takes a minute on a CPU core
+#: a small 2-D flow (2 coupling transforms of 32x32, 600 pretraining steps; the quick profile's flow before its 1-D
+#: spline): the default flow (4 transforms of 64x64, 2000 pretraining steps) takes a minute on a CPU core
 SMALL = {"flow": ("generator.transforms=2", "generator.hidden=[32,32]", "generator.pretrain.steps=600")}
 
 

@@ -331,3 +331,89 @@ def test_short_axis_kernels_equal_torch_ops():
     k = categorical(probs, 200_000)
     freq = torch.stack([(k == j).float().mean(-1) for j in range(3)], -1)
     assert k.shape == (2, 200_000) and torch.allclose(freq, probs, atol=0.005)
+
+
+# ---------------------------------------------------------------------------------------------- per-seed pretraining
+#: a neural family with a short pretraining (the flow as in the quick check, fewer steps)
+PRETRAINED = {"mdn": ("generator=mdn", "generator.pretrain.steps=30"),
+              "flow": ("generator=flow", "task.dim=1", "generator.transforms=2", "generator.hidden=[16]",
+                       "generator.pretrain.steps=30")}
+
+
+def _params(gen) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in gen.parameters()]
+
+
+@pytest.mark.parametrize("family", ["mdn", "flow"])
+def test_pretraining_follows_the_run_seed(family):
+    """generator.pretrain.seed: null (the default) pretrains each seed on its own: two seeds' starts differ (their
+    densities too); a pinned seed gives every run seed the same start."""
+    from ptforget.build import build
+
+    def start(*extra: str):
+        task, gen, _ = build(compose_cfg(*PRETRAINED[family], "objective=fkl", *extra))
+        return gen, task
+
+    (a, task), (b, _) = start("seed=0"), start("seed=1")
+    assert a.pretrain_stats["pretrain_nll"] != b.pretrain_stats["pretrain_nll"]
+    x = task.sample("q0", 64)
+    assert not torch.allclose(a.log_prob(x), b.log_prob(x))
+    (c, _), (d, _) = start("seed=0", "generator.pretrain.seed=7"), start("seed=1", "generator.pretrain.seed=7")
+    assert all(torch.equal(p, q) for p, q in zip(_params(c), _params(d), strict=True))
+
+
+@pytest.mark.parametrize("family", ["mdn", "flow"])
+def test_batched_member_starts_where_its_solo_run_starts(family):
+    """Member k of (seed=3, seeds=3) starts at the pretrained weights of the solo run with seed 3 + k: the same
+    parameters and the same density; with a pinned pretraining seed every member starts at the template."""
+    from ptforget.build import build, member_starts, optimizer_config
+    from ptforget.module import PostTrainModule
+
+    cfg = compose_cfg(*PRETRAINED[family], "objective=fkl", "seed=3", "seeds=3")
+    task, gen, obj = build(cfg)
+    module = PostTrainModule(gen, obj, task, optimizer_config(cfg), seeds=3,
+                             starts=member_starts(cfg, task, gen))
+    x = task.sample("q0", 64)
+    lp = module.generator.log_prob(x.expand(3, -1, -1))
+    for k in range(3):
+        _, solo, _ = build(compose_cfg(*PRETRAINED[family], "objective=fkl", f"seed={3 + k}"))
+        for p, stacked in zip(_params(solo), module.generator.parameters(), strict=True):
+            assert torch.equal(p, stacked[k].detach())
+        torch.testing.assert_close(lp[k], solo.log_prob(x), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(lp[0], lp[1])
+    pinned = compose_cfg(*PRETRAINED[family], "objective=fkl", "seed=3", "seeds=3", "generator.pretrain.seed=3")
+    assert member_starts(pinned, task, gen) is None
+
+
+def test_batched_run_members_start_apart(tmp_path):
+    """A batched multi-seed run of a pretrained family: its members' first readouts differ (their own starts)."""
+    cfg = compose_cfg(*PRETRAINED["mdn"], "objective=fkl", "seeds=2", "trainer.max_steps=10", "eval_every=10")
+    members = run_training(cfg, tmp_path / "run")["members"]
+    first = [m["extremes"]["old_mass"]["first"] for m in members]
+    assert first[0] != first[1]
+
+
+def test_member_starts_must_match_the_template():
+    """Starts of another architecture, or with other buffers (shared by the members), are refused."""
+    task = TwoModeTask(dim=1, delta=4.0)
+    gen = Flow(task, transforms=2, hidden=[16], pretrain={"steps": 0})
+    with pytest.raises(ValueError, match="architecture"):
+        batched(gen, 2, [gen, Flow(task, transforms=2, bins=4, hidden=[16], pretrain={"steps": 0})])
+    other = Flow(TwoModeTask(dim=1, delta=5.0), transforms=2, hidden=[16], pretrain={"steps": 0})
+    with pytest.raises(ValueError, match="buffers"):
+        batched(gen, 2, [gen, other])
+    with pytest.raises(ValueError, match="2 member starts for 3"):
+        batched(gen, 3, [gen, gen])
+
+
+def test_pretrain_cache_keys_on_the_seed(tmp_path):
+    """Two pretraining seeds are two cache files; each is read back as exactly the weights its seed trains."""
+    task = TwoModeTask(dim=1, delta=4.0)
+    kw = {"hidden": [8], "cache_dir": str(tmp_path)}
+    a0, b0 = (MixtureDensityNetwork(task, pretrain={"steps": 20, "seed": s}, **kw) for s in (0, 1))
+    assert len(list(tmp_path.glob("mdn-*.pt"))) == 2
+    a1, b1 = (MixtureDensityNetwork(task, pretrain={"steps": 20, "seed": s}, **kw) for s in (0, 1))
+    assert a1.pretrain_stats["pretrain_cached"] == b1.pretrain_stats["pretrain_cached"] == 1.0
+    for fresh, cached in ((a0, a1), (b0, b1)):
+        assert all(torch.equal(p, q) for p, q in zip(_params(fresh), _params(cached), strict=True))
+    assert not all(torch.equal(p, q) for p, q in zip(_params(a1), _params(b1), strict=True))

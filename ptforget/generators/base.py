@@ -41,16 +41,17 @@ class Generator(nn.Module):
     #: leading member dimensions of the parameters and of every input / output: () for one run, (S,) for S members
     batch_shape: tuple[int, ...] = ()
 
-    def stack(self, size: int) -> Generator:
-        """A copy holding ``size`` members, each starting at this generator's parameters (buffers are shared
-        constants and stay unbatched)."""
+    def stack(self, size: int, starts: list[Generator] | None = None) -> Generator:
+        """A copy holding ``size`` members, each starting at this generator's parameters, or member k at those of
+        ``starts[k]`` (generators of this architecture; buffers are shared constants and stay unbatched)."""
         if not self.natively_batched:
             raise TypeError(f"{type(self).__name__} has no native member dimension (use ptforget.ensemble)")
+        check_starts(self, size, starts)
         clone = copy.deepcopy(self)
         for name, p in self.named_parameters():
             owner, _, leaf = name.rpartition(".")
             mod = clone.get_submodule(owner) if owner else clone
-            stacked = p.detach().unsqueeze(0).repeat(size, *([1] * p.dim())).clone()
+            stacked = member_values(name, p, size, starts)
             setattr(mod, leaf, nn.Parameter(stacked, requires_grad=p.requires_grad))
         clone.batch_shape = (size,)
         return clone
@@ -132,6 +133,30 @@ class Generator(nn.Module):
         if comp is not None:
             out.update(comp)
         return out
+
+
+def check_starts(template: nn.Module, size: int, starts: list[nn.Module] | None) -> None:
+    """``starts`` (None, or one generator per member) must match ``template``: names, shapes and buffers (the
+    buffers stay shared, so members whose buffers differed would not start where their solo runs start)."""
+    if starts is None:
+        return
+    if len(starts) != size:
+        raise ValueError(f"{len(starts)} member starts for {size} members")
+    shapes = {n: (p.shape, p.dtype) for n, p in template.named_parameters()}
+    bufs = dict(template.named_buffers())
+    for k, g in enumerate(starts):
+        if {n: (p.shape, p.dtype) for n, p in g.named_parameters()} != shapes:
+            raise ValueError(f"member start {k} has another architecture than the template")
+        other = dict(g.named_buffers())
+        if other.keys() != bufs.keys() or any(not torch.equal(b, other[n].to(b.device)) for n, b in bufs.items()):
+            raise ValueError(f"member start {k} has other buffers than the template (they are shared)")
+
+
+def member_values(name: str, p: Tensor, size: int, starts: list[nn.Module] | None) -> Tensor:
+    """(size, *p.shape): the template's parameter ``name`` (``p``) repeated, or that of each member's start."""
+    if starts is None:
+        return p.detach().unsqueeze(0).repeat(size, *([1] * p.dim())).clone()
+    return torch.stack([dict(g.named_parameters())[name].detach().to(p.device, p.dtype) for g in starts]).clone()
 
 
 def region_stats(weights: Tensor, loc: Tensor, cov: Tensor, task: TwoModeTask) -> dict[str, Tensor]:

@@ -7,18 +7,21 @@ so their forgetting is read in the region view only.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
 import zuko
 from torch import Tensor
+from zuko.transforms import MonotonicRQSTransform
 
-from ptforget.errors import check, check_choice
+from ptforget.errors import check, check_choice, is_number
 from ptforget.generators.base import Generator
-from ptforget.generators.pretrain import pretrain_mle
+from ptforget.generators.pretrain import pretrain_mle, pretrain_settings
 from ptforget.tasks import TwoModeTask
 
 KINDS = ("nsf", "realnvp")
+STANDARDIZE = ("data", "mode")
 
 
 class Flow(Generator):
@@ -30,7 +33,11 @@ class Flow(Generator):
         transforms: number of coupling transforms.
         hidden: hidden widths of each coupling network.
         bins: spline bins (nsf).
-        pretrain: dict with steps, batch, lr, seed (steps = 0 skips pretraining).
+        bound: the splines' (co)domain [-bound, bound] in standardised units (nsf; identity outside).
+        standardize: the per-coordinate scale of the standardisation: ``data`` (q0's standard deviation) or ``mode``
+            (a mode's standard deviation, sqrt(diag Sigma): the modes are then one unit wide whatever Delta).
+        pretrain: dict with steps, batch, lr, seed, schedule, objective, refine (see ``pretrain_settings``; no
+            steps and no refine skip it).
         cache_dir: where pretrained weights are cached (None disables the cache).
     """
 
@@ -43,6 +50,8 @@ class Flow(Generator):
         transforms: int = 4,
         hidden: tuple[int, ...] | list[int] = (64, 64),
         bins: int = 8,
+        bound: float = 5.0,
+        standardize: str = "data",
         pretrain: dict | None = None,
         cache_dir: str | None = None,
     ) -> None:
@@ -54,29 +63,35 @@ class Flow(Generator):
               "an integer >= 1")
         check(isinstance(bins, int) and not isinstance(bins, bool) and bins >= 1, "generator.bins", bins,
               "an integer >= 1")
+        check(is_number(bound) and 0 < bound <= 1e3, "generator.bound", bound, "a number in (0, 1000]")
+        check_choice(standardize, "generator.standardize", STANDARDIZE)
         hidden = [int(h) for h in hidden]
         check(all(h >= 1 for h in hidden), "generator.hidden", hidden, "a list of positive integers")
         self.dim = task.dim
-        pre = {"steps": 2000, "batch": 512, "lr": 3e-3, "seed": 0, **dict(pretrain or {})}
-        # the initial weights and the standardisation come from the pretraining seed alone (not the caller's random
-        # state): cached pretrained weights are then exactly what this config would have trained
+        pre = pretrain_settings(pretrain, task)
+        # the initial weights come from the pretraining seed alone (not the caller's random state): cached
+        # pretrained weights are then exactly what this config would have trained
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(pre["seed"]))
             if kind == "nsf":
                 self.flow = zuko.flows.NSF(features=task.dim, context=0, bins=bins, transforms=transforms,
                                            hidden_features=hidden, passes=2)
+                for t in self.flow.transform.transforms:  # NSF fixes the splines' bound at 5: set ours
+                    t.univariate = functools.partial(MonotonicRQSTransform, bound=float(bound), slope=1e-3)
             else:
                 self.flow = zuko.flows.RealNVP(features=task.dim, context=0, transforms=transforms,
                                                hidden_features=hidden)
-            with torch.no_grad():
-                x = task.q0.sample((20000,))
-        self.register_buffer("shift", x.mean(0))
-        self.register_buffer("scale", x.std(0))
-        arch = {"kind": kind, "transforms": transforms, "hidden": hidden, "bins": bins, "dim": task.dim}
+        # q0's exact mean and per-coordinate scale (no sampling: every pretraining seed gets the same buffers)
+        q = task.q0_params()
+        w, gap = float(q["weight_old"]), q["mu_old"] - q["mu_new"]
+        mode_var = torch.diagonal(task.cov)
+        self.register_buffer("shift", w * q["mu_old"] + (1 - w) * q["mu_new"])
+        self.register_buffer("scale", (mode_var + (w * (1 - w) * gap**2 if standardize == "data" else 0.0)).sqrt())
+        arch = {"kind": kind, "transforms": transforms, "hidden": hidden, "bins": bins, "dim": task.dim,
+                "bound": float(bound), "standardize": standardize}
         self.pretrain_stats = (
-            pretrain_mle(self, task, kind="flow", arch=arch, steps=int(pre["steps"]), batch=int(pre["batch"]),
-                         lr=float(pre["lr"]), seed=int(pre["seed"]), cache_dir=cache_dir)
-            if int(pre["steps"]) > 0 else {}
+            pretrain_mle(self, task, kind="flow", arch=arch, cache_dir=cache_dir, **pre)
+            if pre["steps"] or pre["refine"] else {}
         )
 
     def log_prob(self, x: Tensor) -> Tensor:

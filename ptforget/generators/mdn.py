@@ -18,7 +18,7 @@ from ptforget.errors import check
 from ptforget.gaussian import categorical, logsumexp_last, sum_last
 from ptforget.generators.base import Generator, region_stats
 from ptforget.generators.mixture import mixture_component_view
-from ptforget.generators.pretrain import pretrain_mle
+from ptforget.generators.pretrain import pretrain_mle, pretrain_settings
 from ptforget.tasks import TwoModeTask
 
 
@@ -30,7 +30,8 @@ class MixtureDensityNetwork(Generator):
         components: K >= 2.
         hidden: hidden layer widths.
         context_dim: size of the constant context vector (ones).
-        pretrain: dict with steps, batch, lr, seed (steps = 0 skips pretraining).
+        pretrain: dict with steps, batch, lr, seed, schedule, objective, refine (see ``pretrain_settings``; no
+            steps and no refine skip it).
         cache_dir: where pretrained weights are cached (None disables the cache).
     """
 
@@ -57,7 +58,7 @@ class MixtureDensityNetwork(Generator):
         check(all(h >= 1 for h in hidden), "generator.hidden", hidden, "a list of positive integers")
         self.K, self.dim = components, task.dim
         self.min_log_scale, self.max_log_scale = min_log_scale, max_log_scale
-        pre = {"steps": 300, "batch": 512, "lr": 3e-3, "seed": 0, **dict(pretrain or {})}
+        pre = pretrain_settings(pretrain, task, steps=300)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(pre["seed"]))
             layers: list[nn.Module] = []
@@ -72,9 +73,8 @@ class MixtureDensityNetwork(Generator):
         self._init_bias(task)
         arch = {"K": components, "hidden": hidden, "context_dim": context_dim, "dim": task.dim}
         self.pretrain_stats = (
-            pretrain_mle(self, task, kind="mdn", arch=arch, steps=int(pre["steps"]), batch=int(pre["batch"]),
-                         lr=float(pre["lr"]), seed=int(pre["seed"]), cache_dir=cache_dir)
-            if int(pre["steps"]) > 0 else {}
+            pretrain_mle(self, task, kind="mdn", arch=arch, cache_dir=cache_dir, **pre)
+            if pre["steps"] or pre["refine"] else {}
         )
 
     @torch.no_grad()
