@@ -3,6 +3,10 @@
 A fixed affine standardisation (q0's mean and per-coordinate scale) sits in front of the flow so that spline
 bounds and initial scales suit the data; it is part of the exact log-density. Flows have no component identity,
 so their forgetting is read in the region view only.
+
+Densities and samples go through ``ptforget.generators.flow_native`` (zuko's modules and arithmetic, with a member
+dimension and no per-call transform objects): one run and batched members alike (``natively_batched``). A flow
+that module does not cover keeps zuko's own calls, and its members go through ``vmap`` (``native_reason`` says why).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import zuko
 from torch import Tensor
 
 from ptforget.errors import check, check_choice
+from ptforget.generators import flow_native
 from ptforget.generators.base import Generator
 from ptforget.generators.pretrain import pretrain_mle
 from ptforget.tasks import TwoModeTask
@@ -70,6 +75,9 @@ class Flow(Generator):
                                                hidden_features=hidden)
             with torch.no_grad():
                 x = task.q0.sample((20000,))
+        #: why the flow cannot run natively (None when it can): a flow configuration flow_native does not cover
+        self.native_reason = flow_native.prepare(self.flow)
+        self.natively_batched = self.native_reason is None
         self.register_buffer("shift", x.mean(0))
         self.register_buffer("scale", x.std(0))
         arch = {"kind": kind, "transforms": transforms, "hidden": hidden, "bins": bins, "dim": task.dim}
@@ -81,13 +89,18 @@ class Flow(Generator):
 
     def log_prob(self, x: Tensor) -> Tensor:
         z = (x - self.shift) / self.scale
+        if self.natively_batched:
+            return flow_native.log_prob(self.flow, z) - torch.log(self.scale).sum()
         return self.flow().log_prob(z) - torch.log(self.scale).sum()
 
     def rsample_and_log_prob(self, n: int) -> tuple[Tensor, Tensor]:
-        """Pathwise sample x = T_theta(z) and its exact log-density in one pass."""
-        dist = self.flow()
+        """Pathwise sample x = T_theta(z) and its exact log-density in one pass; (*B, n, d) and (*B, n)."""
         # out-of-place randn (not the base's in-place normal_) so the sampler also runs under torch.func.vmap
-        z = torch.randn(n, self.dim, device=self.shift.device, dtype=self.shift.dtype)
+        z = torch.randn(*self.batch_shape, n, self.dim, device=self.shift.device, dtype=self.shift.dtype)
+        if self.natively_batched:
+            y, lp = flow_native.sample_and_log_prob(self.flow, z)
+            return self.shift + self.scale * y, lp - torch.log(self.scale).sum()
+        dist = self.flow()
         y, ladj = dist.transform.inv.call_and_ladj(z)
         lp = dist.base.log_prob(z) - ladj
         return self.shift + self.scale * y, lp - torch.log(self.scale).sum()
@@ -100,5 +113,5 @@ class Flow(Generator):
         return self.rsample(n)
 
     def expectation(self, f: Callable[[Tensor], Tensor], n: int) -> Tensor:
-        """Pathwise: mean of f over reparameterised samples."""
-        return f(self.rsample(n)).mean()
+        """Pathwise: mean of f over reparameterised samples; (*B,)."""
+        return f(self.rsample(n)).mean(-1)
