@@ -4,7 +4,8 @@
 ``ptforget.generators.base``). Families that are ``natively_batched`` (GMM, MDN, the flows that
 ``ptforget.generators.flow_native`` covers) do it with their own tensors: batched matmuls, one set of stacked
 parameters, no per-member dispatch. The others (a zuko flow that module does not cover) get a ``SeedEnsemble``,
-the same interface implemented with ``torch.func.vmap`` over a single-member template (``randomness="different"``: each member draws its own samples).
+the same interface implemented with ``torch.func.vmap`` over a single-member template (``randomness="different"``:
+each member draws its own samples).
 
 The total loss is the sum of the members' losses, so each member's gradient is exactly its own loss's gradient,
 and Adam / SGD act element-wise: member k follows the same update rule as a separate run with its own random
