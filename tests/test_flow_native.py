@@ -35,6 +35,12 @@ CONFIGS = [
 ]
 
 
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
+    """Gradients agree to float tolerance: the difference is small against the gradient's norm (float32 sums of
+    hundreds of terms reorder differently)."""
+    return bool((a - b).norm() <= tol * b.norm() + 1e-6)
+
+
 def _perturbed(make, size: int | None = None):
     torch.manual_seed(0)
     flow = make()
@@ -57,7 +63,7 @@ def test_native_path_equals_zuko_for_every_covered_flow():
         nat_grad = torch.autograd.grad(nat.sum(), list(flow.parameters()))
         assert torch.allclose(nat, ref, atol=1e-5, rtol=1e-5), name
         for a, b in zip(nat_grad, ref_grad, strict=True):
-            assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), name
+            assert _close(a, b, 1e-4), name
         z = torch.randn(200, dim)
         dist = flow()
         y_ref, ladj = dist.transform.inv.call_and_ladj(z)
@@ -68,7 +74,7 @@ def test_native_path_equals_zuko_for_every_covered_flow():
         g_ref = torch.autograd.grad((y_ref.square().sum() + lp_ref.sum()), list(flow.parameters()))
         g = torch.autograd.grad((y.square().sum() + lp.sum()), list(flow.parameters()))
         for a, b in zip(g, g_ref, strict=True):
-            assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), name
+            assert _close(a, b, 1e-4), name
 
 
 def test_batched_members_equal_zuko_member_by_member():

@@ -28,6 +28,7 @@ from zuko.flows.gaussianization import ElementWiseTransform
 from zuko.transforms import MonotonicAffineTransform, MonotonicRQSTransform
 from zuko.utils import unpack
 
+
 _LINEAR = (nn.Linear, zuko.nn.Linear)
 _UNIVARIATE_KEYS = {MonotonicRQSTransform: {"bound", "slope"}, MonotonicAffineTransform: {"slope"}}
 _DEFAULTS = {MonotonicRQSTransform: {"bound": 5.0, "slope": 1e-3}, MonotonicAffineTransform: {"slope": 1e-3}}
@@ -124,13 +125,51 @@ def _phi(t: nn.Module, x: Tensor) -> list[Tensor]:
 
 
 # ---------------------------------------------------------------------------------------------- univariates
+#: up to this many bins, reductions over the bins of per-sample spline parameters are written as elementwise ops
+#: (PyTorch's CPU softmax / sum over a short inner axis of a large tensor is 5-10x slower; see ptforget.gaussian)
+SHORT_BINS = 16
+#: ... on tensors of at least this many elements (below it, one native op beats a dozen elementwise ones)
+SMALL = 4096
+
+
+def _short(t: Tensor) -> bool:
+    return t.shape[-1] <= SHORT_BINS and (t.numel() >= SMALL or torch.compiler.is_compiling())
+
+
+def _softmax_last(t: Tensor) -> Tensor:
+    """``F.softmax(t, -1)``; on a short axis as elementwise max / exp / adds over the slices (same value)."""
+    if not _short(t):
+        return F.softmax(t, dim=-1)
+    parts = t.unbind(-1)
+    m = parts[0]
+    for p in parts[1:]:
+        m = torch.maximum(m, p)
+    m = m.detach().unsqueeze(-1)  # its gradient cancels
+    e = torch.exp(t - m)
+    z = parts[0].new_zeros(())
+    for p in e.unbind(-1):
+        z = z + p
+    return e / z.unsqueeze(-1)
+
+
+def _count_below(seq: Tensor, v: Tensor) -> Tensor:
+    """``torch.sum(seq < v[..., None], -1)`` (zuko's searchsorted), as elementwise compares on a short axis."""
+    if not _short(seq) and not _short(v.unsqueeze(-1).expand(*v.shape, seq.shape[-1])):
+        return torch.sum(seq < v[..., None], dim=-1)
+    parts = seq.unbind(-1)
+    k = (parts[0] < v).long()
+    for p in parts[1:]:
+        k = k + (p < v).long()
+    return k
+
+
 def _rqs_knots(phi: list[Tensor], bound: float, slope: float) -> tuple[Tensor, Tensor, Tensor]:
     widths, heights, derivatives = phi
     widths = widths / (1 + abs(2 * widths / math.log(slope)))
     heights = heights / (1 + abs(2 * heights / math.log(slope)))
     derivatives = derivatives / (1 + abs(derivatives / math.log(slope)))
-    widths = F.pad(F.softmax(widths, dim=-1), (1, 0), value=0)
-    heights = F.pad(F.softmax(heights, dim=-1), (1, 0), value=0)
+    widths = F.pad(_softmax_last(widths), (1, 0), value=0)
+    heights = F.pad(_softmax_last(heights), (1, 0), value=0)
     derivatives = F.pad(derivatives, (1, 1), value=0)
     return (bound * (2 * torch.cumsum(widths, dim=-1) - 1), bound * (2 * torch.cumsum(heights, dim=-1) - 1),
             torch.exp(derivatives))
@@ -140,7 +179,7 @@ def _rqs_bin(knots: tuple[Tensor, Tensor, Tensor], seq: Tensor, v: Tensor) -> tu
     """zuko's ``MonotonicRQSTransform.bin`` at the bin of v in ``seq`` (the knots broadcast against v)."""
     hs, vs, ds = knots
     bins = hs.shape[-1] - 1
-    k = torch.sum(seq < v[..., None], dim=-1) - 1
+    k = _count_below(seq, v) - 1
     mask = torch.logical_and(0 <= k, k < bins)
     k = k % bins
     idx = torch.stack((k, k + 1), dim=-1)
