@@ -11,7 +11,9 @@ that module does not cover keeps zuko's own calls, and its members go through ``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 import zuko
@@ -19,7 +21,7 @@ from torch import Tensor
 
 from ptforget.errors import check, check_choice
 from ptforget.generators import flow_native
-from ptforget.generators.base import Generator
+from ptforget.generators.base import Generator, StepCost
 from ptforget.generators.pretrain import pretrain_mle
 from ptforget.tasks import TwoModeTask
 
@@ -40,6 +42,23 @@ class Flow(Generator):
     """
 
     supports_pathwise = True
+    #: calibrated by scripts/calibrate_costs.py, 2026-12-07, on the project's 2-core box under a load average of
+    #: ~10, at the quick profile's flow (2 transforms, hidden 32x32, 8 bins): realnvp, nsf on a 1-D task
+    #: (element-wise splines), nsf in 2-D
+    step_costs: ClassVar[dict[str, StepCost]] = {"realnvp": StepCost(fixed_ms=9.25, per_sample_us=9.14, eval_ms=720.0),
+                  "nsf-1d": StepCost(fixed_ms=41.3, per_sample_us=7.69, eval_ms=100.0),
+                  "nsf": StepCost(fixed_ms=29.7, per_sample_us=116.0, eval_ms=6860.0)}
+
+    @classmethod
+    def planned_cost(cls, generator: Mapping[str, Any], task: Mapping[str, Any]) -> StepCost:
+        """The calibrated cost of the kind, scaled by the transforms and (dim >= 2) the conditioner's size."""
+        kind, dim = str(generator.get("kind", "nsf")), int(task.get("dim", 2))
+        base = cls.step_costs["nsf-1d" if kind == "nsf" and dim == 1 else kind]
+        widths = [dim, *[int(h) for h in generator.get("hidden", (64, 64))], dim]
+        mlp = sum(a * b for a, b in itertools.pairwise(widths)) / (2 + 32 * 32 + 2 * 32 + 32 * 2)
+        scale = int(generator.get("transforms", 4)) / 2 * (1.0 if dim == 1 and kind == "nsf" else mlp)
+        return StepCost(base.fixed_ms * int(generator.get("transforms", 4)) / 2, base.per_sample_us * scale,
+                        base.eval_ms * scale)
 
     def __init__(
         self,

@@ -28,7 +28,6 @@ from zuko.flows.gaussianization import ElementWiseTransform
 from zuko.transforms import MonotonicAffineTransform, MonotonicRQSTransform
 from zuko.utils import unpack
 
-
 _LINEAR = (nn.Linear, zuko.nn.Linear)
 _UNIVARIATE_KEYS = {MonotonicRQSTransform: {"bound", "slope"}, MonotonicAffineTransform: {"slope"}}
 _DEFAULTS = {MonotonicRQSTransform: {"bound": 5.0, "slope": 1e-3}, MonotonicAffineTransform: {"slope": 1e-3}}
