@@ -70,7 +70,7 @@ image-check: install
 # the benchmark against the same run in JAX (the optional `bench` extra; ~15 min on 2 busy cores)
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
-	$(BIN)/python scripts/bench.py --peer jax
+	$(BIN)/python scripts/bench.py --peer jax,flowjax
 
 clean:
 	rm -rf $(VENV) outputs multirun .cache .pytest_cache

@@ -920,6 +920,14 @@ def check_app(cfg: DictConfig) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
     os.environ.setdefault("WANDB_CONSOLE", "off")
     out = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.get("dry_run", False):  # the plan and its estimated times; nothing trains
+        from ptforget.check.engine import make_executor, selected_claims, validate_check_config
+        from ptforget.check.plan import plan_dry_run
+
+        validate_check_config(cfg)
+        plan_dry_run(cfg, out, lambda overrides: compose(config_name="train", overrides=list(overrides)),
+                     selected_claims(cfg), getattr(make_executor(cfg), "workers", 1))
+        return
     payload = run_check(cfg, out, lambda overrides: compose(config_name="train", overrides=list(overrides)))
     print_table(payload)
     figures = out / "figures"

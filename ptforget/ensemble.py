@@ -1,10 +1,11 @@
 """Batched seeds: S independent copies of one generator trained in one process and one optimizer step.
 
 ``batched(generator, S)`` returns a generator whose parameters carry a leading member dimension (see
-``ptforget.generators.base``). Families that are ``natively_batched`` (GMM, MDN) do it with their own tensors:
-batched matmuls, one set of stacked parameters, no per-member dispatch. The others (zuko flows, whose layers hold
-unbatched weights) get a ``SeedEnsemble``, the same interface implemented with ``torch.func.vmap`` over a
-single-member template (``randomness="different"``: each member draws its own samples).
+``ptforget.generators.base``). Families that are ``natively_batched`` (GMM, MDN, the flows that
+``ptforget.generators.flow_native`` covers) do it with their own tensors: batched matmuls, one set of stacked
+parameters, no per-member dispatch. The others (a zuko flow that module does not cover) get a ``SeedEnsemble``,
+the same interface implemented with ``torch.func.vmap`` over a single-member template (``randomness="different"``:
+each member draws its own samples).
 
 The total loss is the sum of the members' losses, so each member's gradient is exactly its own loss's gradient,
 and Adam / SGD act element-wise: member k follows the same update rule as a separate run with its own random
@@ -14,6 +15,7 @@ differ). ``members_finite`` and ``reset_members_`` are the per-member divergence
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +27,8 @@ from torch.nn.utils.stateless import _reparametrize_module
 
 from ptforget.generators.base import Generator, check_starts, member_values
 
+log = logging.getLogger(__name__)
+
 
 def batched(generator: Generator, size: int, starts: list[Generator] | None = None) -> Generator:
     """``size`` members starting at ``generator``'s parameters, or member k at ``starts[k]``'s (same architecture
@@ -32,6 +36,9 @@ def batched(generator: Generator, size: int, starts: list[Generator] | None = No
     family allows it."""
     if generator.natively_batched:
         return generator.stack(size, starts)
+    reason = getattr(generator, "native_reason", None)
+    if reason:
+        log.info("%s: members through vmap (%s)", type(generator).__name__, reason)
     return SeedEnsemble(generator, size, starts)
 
 

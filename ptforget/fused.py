@@ -148,12 +148,17 @@ _COMPILED: dict[str, Any] = {}
 _UNAVAILABLE: dict[tuple[str, str], str] = {}
 
 
+def configure_dynamo() -> None:
+    """Dynamo settings every captured step needs (idempotent)."""
+    torch._dynamo.config.trace_autograd_ops = True  # the gradient inside the captured graph, not a graph break
+    # one entry per distinct (shapes, settings) of a process's runs: a sweep has more than the default 8
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+
+
 def _compiled(device_type: str) -> Any:
     """The one compiled step of the process (CUDA graphs on a GPU)."""
     if device_type not in _COMPILED:
-        torch._dynamo.config.trace_autograd_ops = True  # the gradient inside the captured graph, not a graph break
-        # one entry per distinct (shapes, settings) of a process's runs: a sweep has more than the default 8
-        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        configure_dynamo()
         # fallback_random: random draws through torch's own kernels (vectorised on the CPU; the same stream as eager)
         # fullgraph: one frame, so nothing of a step runs before its guards are checked
         options = {"fallback_random": True} if device_type != "cuda" else {"fallback_random": True,
@@ -163,6 +168,14 @@ def _compiled(device_type: str) -> Any:
         options.update({"size_asserts": False, "alignment_asserts": False})
         _COMPILED[device_type] = torch.compile(_step, dynamic=False, fullgraph=True, options=options)
     return _COMPILED[device_type]
+
+
+def use_backend(device_type: str, backend: str) -> None:
+    """Capture later steps on ``device_type`` with another dynamo backend (``eager``: the trace alone, for tests and
+    ``scripts/compile_matrix.py``); forgets what was compiled and which pairs could not be."""
+    configure_dynamo()
+    _UNAVAILABLE.clear()
+    _COMPILED[device_type] = torch.compile(_step, backend=backend, dynamic=False, fullgraph=True)
 
 
 def compiled_measure(generator: Generator, task: TwoModeTask, n: int) -> dict[str, Tensor]:

@@ -760,7 +760,7 @@ def validate_check(cfg: DictConfig, changed: Collection[str] | None = None, loca
     check_finite(container)
     threads = cfg.get("threads", 1)
     check(is_int(threads, 1), "threads", threads, "an integer >= 1")
-    for key in ("strict", "reuse", "batch_seeds"):
+    for key in ("strict", "reuse", "batch_seeds", "dry_run"):
         check(isinstance(cfg.get(key, False), bool), key, cfg.get(key), "true or false")
     check_study(cfg.get("study", "check"))
     validate_check_config(cfg)

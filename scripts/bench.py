@@ -11,9 +11,18 @@ the spread over repeats):
    (target: agree within 0.01).
 4. Per-run overhead: what a short run (20 steps) costs besides its steps (``--only overhead`` runs this part
    alone, e.g. against an older checkout for a before / after).
+5. Flows (``--peer flowjax``, or ``--only flows``): the quick profile's flow (NSF, 2 transforms of 32x32, 8 bins;
+   ``--flow-dim``, default 1) trained by reverse KL, batch 256, at ``--flow-seeds`` members: member-steps/s of whole
+   ``run_training`` calls (eager, and ``compile=true`` with its compilation done first and reported apart) beside the
+   same run in JAX with flowjax (``scripts/flowjax_peer.py``) in steady state (its jit compilation reported apart),
+   repeats interleaved. Target: ratio >= 1.
 
-Usage: python scripts/bench.py [--peer jax] [--steps N] [--repeats R] [--seeds 32,256] [--device cpu|cuda]
-       [--only single|seeds|overhead] [--no-compile] [--warm-inductor-cache]
+``--quick`` (under 3 minutes on an idle machine): the flow section alone, 200 steps, one repeat, no compile.
+Run it on one core (``taskset -c 0``): torch and XLA are held to one thread each.
+
+Usage: python scripts/bench.py [--peer jax,flowjax] [--steps N] [--repeats R] [--seeds 32,256] [--device cpu|cuda]
+       [--only single|seeds|overhead|flows] [--no-compile] [--warm-inductor-cache] [--quick]
+       [--flow-seeds 3,32] [--flow-dim 1] [--flow-steps 600]
 """
 
 from __future__ import annotations
@@ -112,6 +121,69 @@ def _overhead(repeats: int) -> None:
     print(f"overhead besides the steps: {1e3 * (w - p):.1f} ms per run")
 
 
+def flow_run(steps: int, seeds: int, dim: int, compile: bool, eval_every: int = 50, n_eval: int = 4096,
+             device: str = "cpu") -> tuple[float, dict[str, Any]]:
+    """(wall of a whole run_training call, summary): the quick profile's flow, reverse KL, batch 256, no
+    pretraining (the step's cost does not depend on it)."""
+    cfg = _cfg(["generator=flow", f"task.dim={dim}", "generator.transforms=2", "generator.hidden=[32,32]",
+                "generator.bins=8", "generator.pretrain.steps=0", "objective=rkl", "objective.batch=256",
+                f"trainer.max_steps={steps}", f"eval_every={eval_every}", f"n_eval={n_eval}", f"seeds={seeds}",
+                f"compile={str(compile).lower()}", f"trainer.accelerator={device}"])
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        summary = run_training(cfg, d)
+        return time.perf_counter() - t0, summary
+
+
+def _flows(args: argparse.Namespace, with_peer: bool) -> None:
+    """Section 5: the flow against the flowjax peer, member-steps/s of whole runs, repeats interleaved."""
+    import numpy as np
+
+    steps, R, dim = args.flow_steps, args.repeats, args.flow_dim
+    task = TwoModeTask(dim=dim, delta=4.0)
+    print(f"\n5. flows: NSF (2 transforms, hidden 32x32, 8 bins), {dim}-D task, reverse KL, batch 256, {steps} steps, "
+          f"eval every 50 with 4096 samples; member-steps/s of whole runs (best of {R})")
+    print(f"{'S':>5} {'eager':>9} {'compile':>9} {'flowjax':>9} {'ratio':>7}  compilation: ptforget | flowjax;"
+          "  final old mass: ptforget | flowjax")
+    flow_run(20, 2, dim, False, device=args.device)  # warm-up: imports, first Trainer
+    if with_peer:
+        import flowjax_peer
+
+        with torch.random.fork_rng(devices=[]):  # the standardisation ptforget's Flow draws (pretraining seed 0)
+            torch.manual_seed(0)
+            x = task.q0.sample((20000,))
+        shift, scale = x.mean(0).numpy(), x.std(0).numpy()
+    for S in [int(v) for v in args.flow_seeds.split(",")]:
+        first = None
+        if not args.no_compile:  # compile this shape first; its time is reported apart
+            t0 = time.perf_counter()
+            flow_run(100, S, dim, True, device=args.device)
+            first = time.perf_counter() - t0
+        fp = flowjax_peer.FlowPeer(task, shift, scale, S, steps) if with_peer else None
+        if fp is not None:
+            fp.run()  # compiles
+        eager, compiled, peer = [], [], []
+        for _ in range(R):  # interleaved (eager, compiled, peer, eager, ...) so all see the same load
+            eager.append(flow_run(steps, S, dim, False, device=args.device))
+            if first is not None:
+                compiled.append(flow_run(steps, S, dim, True, device=args.device))
+            if fp is not None:
+                peer.append(fp.run())
+        e = S * steps / min(w for w, _ in eager)
+        c = S * steps / min(w for w, _ in compiled) if compiled else None
+        line = f"{S:>5} {e:>9.0f} " + (f"{c:>9.0f}" if c else f"{'-':>9}")
+        mass = np.mean([m["final"]["old_mass"] for m in eager[0][1].get("members", [eager[0][1]])])
+        comp = f"{first - 100 / steps * min(w for w, _ in compiled):.0f} s" if compiled else "-"
+        if fp is not None:
+            best = min(w for w, _ in peer)
+            pj = S * steps / best
+            line += (f" {pj:>9.0f} {max(e, c or 0.0) / pj:>6.2f}x  {comp} | {fp.cold_s - best:.0f} s;  "
+                     f"{mass:.4f} | {float(peer[-1][1].mean()):.4f}")
+        print(line, flush=True)
+    print("ratio: ptforget's best whole-run member-steps/s over flowjax's steady state (target >= 1); compilation:\n"
+          "  ptforget's first compile=true run of 100 steps less its steady cost; flowjax's first run less its best")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps", type=int, default=2000)
@@ -121,25 +193,40 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seeds", default="32,256", help="comma-separated ensemble sizes")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--peer", choices=["none", "jax"], default="none", help="also run the JAX peer")
-    ap.add_argument("--only", choices=["all", "single", "seeds", "overhead"], default="all")
+    ap.add_argument("--peer", default="none", help="none, or the peers to run: jax (GMM), flowjax (flows), both "
+                    "comma-separated")
+    ap.add_argument("--only", choices=["all", "single", "seeds", "overhead", "flows"], default="all")
+    ap.add_argument("--quick", action="store_true", help="the flow section alone, short: under 3 minutes")
+    ap.add_argument("--flow-seeds", default="3,32", help="comma-separated member counts of the flow section")
+    ap.add_argument("--flow-dim", type=int, default=1, help="task dimension of the flow section")
+    ap.add_argument("--flow-steps", type=int, default=600, help="steps per flow run")
     ap.add_argument("--no-compile", action="store_true", help="skip the compile=true runs")
     ap.add_argument("--warm-inductor-cache", action="store_true",
                     help="keep inductor's on-disk cache (default: an empty one, so the compile time is a cold one)")
     args = ap.parse_args()
+    peers = {p.strip() for p in args.peer.split(",")} - {"none", ""}
+    bad = peers - {"jax", "flowjax"}
+    if bad:
+        ap.error(f"--peer: unknown peer {sorted(bad)} (allowed: none, jax, flowjax)")
+    if args.quick:
+        args.only, args.flow_steps, args.repeats, args.no_compile = "flows", 200, 1, True
     if not args.warm_inductor_cache:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
     torch.set_num_threads(1)
     peer = None
-    if args.peer == "jax":
+    if peers:
         os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
         import jax
         import jax_peer
 
         pv = f", jax {jax.__version__} ({jax.default_backend()})"
+        if "flowjax" in peers:
+            import flowjax
+
+            pv += f", flowjax {getattr(flowjax, '__version__', '?')}"
         if args.device == "cuda" and jax.default_backend() != "gpu":
             pv += " - the peer is skipped: this jax has no GPU backend"
-        else:
+        elif "jax" in peers:
             peer = jax_peer
     else:
         pv = ""
@@ -217,6 +304,8 @@ def main() -> None:
             print("ratio: ptforget's best whole-run seed-steps/s over the compiled peer's (target >= 1)")
     if args.only in ("all", "overhead"):
         _overhead(R)
+    if args.only in ("all", "flows"):
+        _flows(args, "flowjax" in peers and not (args.device == "cuda" and "GPU" in pv))
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
 
 

@@ -4,10 +4,16 @@ A spec with S seeds becomes one job (``seeds=S``) when its objective trains seed
 ``batch_seeds`` is on, else S solo jobs (``seed=k``) that an executor can spread over workers. Every spec's runs
 live in ``runs/<family>-<hash>/`` (one seed: the folder itself; several: ``seed<k>/`` inside it), named by the
 hash of its composed config, so a re-launch with any selection of claims finds the same folders.
+
+Every job carries its estimated seconds (``job_seconds``: the family's declared ``StepCost``, see
+``ptforget.generators.base``); ``dry_run`` prints the plan with the time per claim and in total before anything
+trains (``ptforget-check dry_run=true``).
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,15 +21,36 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ptforget.build import target_class
-from ptforget.check.context import FLOWS, Context
+from ptforget.check.context import Context
 from ptforget.check.registry import Claim
 from ptforget.check.runs import RunSpec
 from ptforget.errors import ConfigError
 from ptforget.io import read_json
 from ptforget.train import config_hash, finished_summary
 
-#: rough cost of one optimizer step per family, relative to the GMM (orders the jobs: the longest start first)
-STEP_COST = {"gmm": 1.0, "mdn": 1.6, "flow": 10.0, "realnvp": 3.0}
+#: seconds of a run besides its steps and evaluations (building, Lightning's set-up, summaries; one thread)
+RUN_OVERHEAD_S = 0.5
+
+
+def _objective_batch(objective: DictConfig) -> int:
+    if objective.get("batch") is not None:
+        return int(objective.batch)
+    return int(objective.get("groups", 1)) * int(objective.get("group_size", 256))
+
+
+def job_seconds(cfg: DictConfig, members: int) -> float:
+    """Estimated seconds of ``run_training(cfg)`` with ``members`` seeds trained together (one thread)."""
+    cost = target_class(cfg.generator).planned_cost(cfg.generator, cfg.task)
+    steps = int(cfg.trainer.max_steps)
+    evaluations = math.ceil(steps / max(int(cfg.get("eval_every", 50)), 1)) + 1
+    return RUN_OVERHEAD_S + cost.run_seconds(steps, members, _objective_batch(cfg.objective), evaluations)
+
+
+def pretrain_seconds(cfg: DictConfig) -> float:
+    """Estimated seconds of pretraining ``cfg``'s generator (a step of one member at the pretraining batch)."""
+    pre = cfg.generator.get("pretrain") or {}
+    cost = target_class(cfg.generator).planned_cost(cfg.generator, cfg.task)
+    return RUN_OVERHEAD_S + cost.run_seconds(int(pre.get("steps", 0)), 1, int(pre.get("batch", 512)), 0)
 
 
 @dataclass
@@ -96,14 +123,13 @@ def make_plan(ctx: Context, claims: list[Claim]) -> Plan:
             group_cfg = ctx.config(spec, off, n)
             group = ctx.out / "runs" / f"{spec.family}-{config_hash(group_cfg)}"
             seeds = list(range(off, off + n))
-            steps = int(group_cfg.trainer.max_steps)
-            unit = STEP_COST.get(spec.family, 1.0) * steps
             if n > 1 and batch and batchable(group_cfg):
-                parts = [(group_cfg, group, n, unit * (1 + 0.1 * n) if spec.family not in FLOWS else unit * n / 2)]
+                parts = [(group_cfg, group, n, job_seconds(group_cfg, n))]
             elif n > 1:
-                parts = [(ctx.config(spec, k, 1), group / f"seed{k}", 1, unit) for k in seeds]
+                one = ctx.config(spec, off, 1)
+                parts = [(ctx.config(spec, k, 1), group / f"seed{k}", 1, job_seconds(one, 1)) for k in seeds]
             else:
-                parts = [(group_cfg, group, 1, unit)]
+                parts = [(group_cfg, group, 1, job_seconds(group_cfg, 1))]
             keys = []
             for cfg, path, size, cost in parts:
                 key = config_hash(cfg)
@@ -127,11 +153,76 @@ def pretrain_jobs(jobs: list[Job]) -> list[Job]:
         key = config_hash({"generator": OmegaConf.to_container(j.cfg.generator, resolve=True),
                            "task": OmegaConf.to_container(j.cfg.task, resolve=True)})
         if key not in out:
-            out[key] = Job(key, j.cfg, j.path, j.family, [f"pretrain {j.family}"], 1,
-                           STEP_COST.get(j.family, 1.0) * int(pre), kind="pretrain")
+            out[key] = Job(key, j.cfg, j.path, j.family, [f"pretrain {j.family}"], 1, pretrain_seconds(j.cfg),
+                           kind="pretrain")
     return list(out.values())
+
+
+def estimate(plan: Plan, workers: int, reuse: bool = True) -> dict[str, Any]:
+    """Estimated seconds per claim and in total: each job counted once, under the first claim that needs it
+    (finished jobs, when reused, count nothing); the wall time spreads the jobs over ``workers`` longest first."""
+    todo = [j for j in plan.jobs if not (reuse and j.finished())]
+    pre = pretrain_jobs(todo)
+    pending = {j.key: j for j in todo}
+    seen: set[str] = set()
+    per_claim: dict[str, dict[str, float]] = {}
+    for cid, specs in plan.claims.items():
+        row = {"jobs": 0, "runs": 0, "seconds": 0.0, "shared": 0}
+        for spec in specs:
+            for key in plan.layout[spec][2]:
+                job = pending.get(key)
+                if job is None:
+                    continue
+                if key in seen:
+                    row["shared"] += 1
+                    continue
+                seen.add(key)
+                row["jobs"] += 1
+                row["runs"] += job.seeds
+                row["seconds"] += job.cost
+        per_claim[cid] = row
+    serial = sum(j.cost for j in todo)
+    return {"claims": per_claim, "pretrain_s": sum(j.cost for j in pre), "pretrain_jobs": len(pre),
+            "train_s": serial, "jobs": len(todo), "reused": len(plan.jobs) - len(todo),
+            "wall_s": _packed(pre, workers) + _packed(todo, workers), "workers": workers}
+
+
+def _packed(jobs: list[Job], workers: int) -> float:
+    """Wall seconds of ``jobs`` on ``workers`` (longest first, each to the least loaded worker)."""
+    loads = [0.0] * max(workers, 1)
+    for j in sorted(jobs, key=lambda j: -j.cost):
+        loads[loads.index(min(loads))] += j.cost
+    return max(loads)
+
+
+def dry_run(plan: Plan, workers: int, reuse: bool = True, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Print the plan with the estimated time per claim and in total; nothing trains. Returns the estimate."""
+    est = estimate(plan, workers, reuse)
+    say(f"{'claim':8s} {'jobs':>5s} {'runs':>5s} {'est. s':>8s}  (jobs shared with an earlier claim)")
+    for cid, row in est["claims"].items():
+        say(f"{cid:8s} {row['jobs']:5d} {row['runs']:5d} {row['seconds']:8.1f}" +
+            (f"  (+{row['shared']} shared)" if row["shared"] else ""))
+    say(f"pretraining: {est['pretrain_jobs']} generators, {est['pretrain_s']:.1f} s of one core")
+    say(f"training: {est['jobs']} jobs ({est['reused']} reused), {est['train_s']:.1f} s of one core")
+    say(f"estimated wall time on {workers} workers: {est['wall_s']:.0f} s (step costs from the families' "
+        "StepCost, calibrated by scripts/calibrate_costs.py; the judging and figures are not included)")
+    return est
 
 
 def job_payload(job: Job) -> dict[str, Any]:
     """What a worker needs to run a job: its kind, the resolved config as plain containers and the folder."""
     return {"kind": job.kind, "cfg": OmegaConf.to_container(job.cfg, resolve=True), "path": str(job.path)}
+
+
+def plan_dry_run(cfg: DictConfig, out: Path, compose: Callable[[list[str]], DictConfig], claims: list[Claim],
+                 workers: int) -> dict[str, Any]:
+    """``ptforget-check dry_run=true``: plan the selected claims, write plan.json, print the estimate."""
+    from ptforget.io import write_json
+
+    ctx = Context(cfg, out, compose)
+    plan = make_plan(ctx, claims)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "plan.json", plan.to_json(out))
+    print(f"ptforget-check dry run: {len(claims)} claims, {len(plan.jobs)} jobs "
+          f"({sum(j.seeds for j in plan.jobs)} runs); nothing is trained")
+    return dry_run(plan, workers, bool(cfg.get("reuse", True)))

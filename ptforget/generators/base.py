@@ -14,7 +14,8 @@ natively (``natively_batched``) build such a copy with ``stack(S)``; the others 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,8 +30,34 @@ from ptforget.tasks import TwoModeTask
 CORE_MIN_MASS = 1e-9
 CORE_MIN_SAMPLES = 8
 
+@dataclass(frozen=True)
+class StepCost:
+    """What a family's training costs on one CPU thread, for planning (``ptforget-check dry_run=true`` and the order
+    of the check's jobs); calibrated by ``scripts/calibrate_costs.py`` (whole runs, reverse KL, batch 256).
+
+    A step costs ``fixed_ms + per_sample_us x members x batch``; an evaluation of 8 members ``eval_ms`` (linear in
+    the members)."""
+
+    fixed_ms: float
+    per_sample_us: float
+    eval_ms: float
+
+    def run_seconds(self, steps: int, members: int, batch: int, evaluations: int) -> float:
+        step = 1e-3 * self.fixed_ms + 1e-6 * self.per_sample_us * members * batch
+        return steps * step + evaluations * 1e-3 * self.eval_ms * max(members, 1) / 8
+
+
 class Generator(nn.Module):
     """Base class. Subclasses implement ``log_prob``, ``sample`` and ``expectation``."""
+
+    #: the family's training cost (``StepCost``), for planning; see ``planned_cost``
+    step_cost: StepCost = StepCost(fixed_ms=1.0, per_sample_us=0.05, eval_ms=5.0)
+
+    @classmethod
+    def planned_cost(cls, generator: Mapping[str, Any], task: Mapping[str, Any]) -> StepCost:
+        """The step cost of this family with the given generator and task configs (a family whose cost depends on
+        its settings refines it)."""
+        return cls.step_cost
 
     #: the family has mixture components (component view, enumerated expectation)
     has_components: bool = False

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from ptforget.errors import check
 from ptforget.gaussian import categorical, logsumexp_last, sum_last
-from ptforget.generators.base import Generator, region_stats
+from ptforget.generators.base import Generator, StepCost, region_stats
 from ptforget.generators.mixture import mixture_component_view
 from ptforget.generators.pretrain import pretrain_mle, pretrain_settings
 from ptforget.tasks import TwoModeTask
@@ -37,6 +37,8 @@ class MixtureDensityNetwork(Generator):
 
     has_components = True
     natively_batched = True
+    #: calibrated by scripts/calibrate_costs.py, 2026-12-07, on the project's 2-core box under a load average of ~10
+    step_cost = StepCost(fixed_ms=23.5, per_sample_us=6.66, eval_ms=104.0)
 
     def __init__(
         self,
