@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ptforget import cli, report, resources, validate
-from ptforget.check import Row, at_least, claim, run_check
+from ptforget.check import Rival, Row, claim, discriminate, run_check
 from ptforget.errors import ConfigError
 from ptforget.io import file_lock, read_json, write_json
 from ptforget.train import RunDirError, run_training
@@ -97,11 +97,13 @@ def _claims() -> None:
     def ha(ctx, got):
         if STATE["fail"]:
             raise RuntimeError("the re-check broke")
-        yield Row("ha row", "gmm", "theory", "s", "x", [1.0, 1.1, 0.9], at_least(0.0, "positive"))
+        yield Row("ha row", "gmm", "theory", "s", "x", [1.0, 1.1, 0.9],
+                  discriminate(1.0, Rival("zero", 0.0, "a test rival"), margin=0.3, margin_why="a test band"))
 
     @claim("HB", "Another claim")
     def hb(ctx, got):
-        yield Row("hb row", "gmm", "theory", "s", "x", [2.0, 2.1, 1.9], at_least(0.0, "positive"))
+        yield Row("hb row", "gmm", "theory", "s", "x", [2.0, 2.1, 1.9],
+                  discriminate(2.0, Rival("zero", 0.0, "a test rival"), margin=0.3, margin_why="a test band"))
 
 
 def _check(tmp_path: Path, claims: str) -> dict:
