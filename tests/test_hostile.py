@@ -484,3 +484,30 @@ def test_a_limit_names_the_key_the_user_set(objective, field, key):
         with pytest.raises(ConfigError) as err:
             cli.preflight_argv([f"objective={objective}", "objective.lam=2"], "theory", validate.validate_theory)
         assert err.value.key == "objective.lam"
+
+
+def test_sigterm_to_a_check_with_workers_is_one_line_without_worker_tracebacks(tmp_path):
+    """SIGTERM to ``ptforget-check`` while its process pool trains: the runs in flight checkpoint, the check says
+    so in one line and exits 143; no pool worker prints a traceback."""
+    import signal
+    import subprocess
+    import time
+
+    env = {**os.environ, "WANDB_MODE": "disabled", "PTFORGET_CACHE_DIR": str(tmp_path / "cache")}
+    err = tmp_path / "err.txt"
+    with open(err, "w") as fh:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("ptforget-check")), "claims=[P6,P1]",
+                                 "executor=processes", "executor.workers=2", f"hydra.run.dir={tmp_path / 'out'}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=fh)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:  # until the first training job has finished
+            if any(" (3 seeds): complete" in line or " (5 seeds): complete" in line
+                   for line in err.read_text().splitlines()):
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the check ended before it could be interrupted"
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    text = err.read_text()
+    assert rc == 143 and "Traceback" not in text
+    assert [line for line in text.splitlines() if line.startswith("ptforget:")] == ["ptforget: interrupted by SIGTERM"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 
 from ptforget.check.plan import Job, job_payload
 from ptforget.errors import ConfigError, check, is_int
+from ptforget.interrupt import RunInterrupted
 
 
 @dataclass
@@ -114,7 +116,7 @@ class Processes(Executor):
         mp = multiprocessing.get_context("forkserver")
         mp.set_forkserver_preload(["ptforget.train", "ptforget.module"])
         by_key = {j.key: j for j in jobs}
-        pool = mp.Pool(min(self.workers, len(jobs)))
+        pool = mp.Pool(min(self.workers, len(jobs)), initializer=_quiet_worker)
         try:
             for key, res in pool.imap_unordered(_keyed_run, [(j.key, job_payload(j)) for j in jobs]):
                 report(by_key[key], _outcome(by_key[key], res))
@@ -126,9 +128,19 @@ class Processes(Executor):
             pool.join()
 
 
+def _quiet_worker() -> None:
+    """A pool worker leaves Ctrl-C to the check (which stops the pool) and dies of SIGTERM between runs without a
+    traceback; a run in flight handles both itself (it checkpoints, ``ptforget.interrupt``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _keyed_run(item: tuple[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     key, payload = item
-    return key, run_job(payload)
+    try:
+        return key, run_job(payload)
+    except RunInterrupted as err:  # the run checkpointed on the signal: the check reports it, not each worker
+        os._exit(err.exit_code)
 
 
 class Submitit(Executor):
