@@ -127,25 +127,26 @@ def judge_row(row: Row, section: str, settings: Settings | None = None) -> Verdi
     """The row's verdict (see the module docstring)."""
     settings = settings or Settings()
     collapse = None
+    values, note = list(row.values), row.note
     if row.collapsed is not None and row.versus is None and any(row.collapsed):
         k, n = sum(bool(c) for c in row.collapsed), len(row.collapsed)
         lo, hi = wilson_interval(k, n)
         collapse = {"collapsed": k, "seeds": n, "rate": k / n, "lo": lo, "hi": hi,
-                    "values": [v for v, c in zip(row.values, row.collapsed, strict=True) if c]}
-        row.values = [v for v, c in zip(row.values, row.collapsed, strict=True) if not c]
-        row.note = (f"{row.note} " if row.note else "") + (
+                    "values": [x for x, c in zip(values, row.collapsed, strict=True) if c]}
+        values = [x for x, c in zip(values, row.collapsed, strict=True) if not c]
+        note = (f"{note} " if note else "") + (
             f"{k} of {n} seeds collapsed (rate {k / n:.2f}, 95% Wilson interval [{lo:.2f}, {hi:.2f}]); the "
             "statistic is judged on the others.")
-    s = _summary(row.values, row.versus, 0.95)
+    s = _summary(values, row.versus, 0.95)
     rule = row.rule
     v = Verdict(row.claim, section, row.title, row.family, row.kind, row.scope, row.statistic, s.n, s.mean, s.lo,
-                s.hi, list(row.values), rule.predicted, rule.text(), [rule.lo, rule.hi], "", row.note, row.control,
+                s.hi, values, rule.predicted, rule.text(), [rule.lo, rule.hi], "", note, row.control,
                 row.figure, list(row.versus) if row.versus is not None else None, dict(row.extra),
                 converged=row.converged, convergence=row.convergence, gate=row.gate)
     if collapse is not None:
         v.extra = {**(v.extra or {}), "collapse": collapse}
     if row.kind == "theory":
-        _judge_theory(v, row, s, settings)
+        _judge_theory(v, row, s, settings, values)
     elif row.kind == "replication":
         v.verdict = _judge_replication(v, row, s)
     else:
@@ -153,7 +154,7 @@ def judge_row(row: Row, section: str, settings: Settings | None = None) -> Verdi
     return v
 
 
-def _judge_theory(v: Verdict, row: Row, s: Summary, settings: Settings) -> None:
+def _judge_theory(v: Verdict, row: Row, s: Summary, settings: Settings, values: list[float]) -> None:
     rule = row.rule
     if not isinstance(rule, Discrimination):
         raise TypeError(f"theory row {row.claim} ({row.family}, {row.scope}) needs a rules.discriminate(...) rule "
@@ -185,7 +186,7 @@ def _judge_theory(v: Verdict, row: Row, s: Summary, settings: Settings) -> None:
         v.detail = (f"deferred: power {v.power:.2f} < {TARGET_POWER} at n={s.n} from the pilot's spread ({need}); "
                     "decided in profile=full")
         return
-    s90 = _summary(row.values, row.versus, 0.90)
+    s90 = _summary(values, row.versus, 0.90)
     v.verdict, v.detail = rule.decide(s90, s)
 
 

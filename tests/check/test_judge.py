@@ -209,3 +209,12 @@ def test_a_pilot_on_other_seeds_trains_other_runs(tmp_path):
     (spec,) = plans[0].claims["P6"]
     assert plans[0].layout[spec][1] == [0, 1, 2] and plans[1000].layout[spec][1] == [1000, 1001, 1002]
     assert {j.key for j in plans[0].jobs}.isdisjoint({j.key for j in plans[1000].jobs})
+
+
+def test_judging_a_row_twice_gives_the_same_verdict():
+    """A claim's own table may judge a row before the engine does: judging never changes the row."""
+    values = [0.98, 1.0, 1.02, 0.99, 0.02]
+    row = _row(values, collapsed=[x < 0.1 for x in values])
+    first, second = judge_row(row, ""), judge_row(row, "")
+    assert first.verdict == second.verdict == "supports theory" and first.note == second.note
+    assert list(row.values) == values
