@@ -48,3 +48,15 @@ def crash_at(step: int):
         yield
     finally:
         PostTrainModule._optimizer_step = orig
+
+
+@pytest.fixture
+def registry_guard():
+    """Claims registered by a test are removed afterwards (the registry is process-global)."""
+    from ptforget.check import registry
+
+    registry.load_builtin()
+    before = dict(registry.REGISTRY)
+    yield registry
+    registry.REGISTRY.clear()
+    registry.REGISTRY.update(before)

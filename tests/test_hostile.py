@@ -23,18 +23,6 @@ from tests.conftest import compose_cfg
 from tests.test_no_loss import TINY, _files, _hold_lock
 
 
-@pytest.fixture
-def registry_guard():
-    """Claims registered by a test are removed afterwards (as tests/check/conftest.py's fixture of that name)."""
-    from ptforget.check import registry
-
-    registry.load_builtin()
-    before = dict(registry.REGISTRY)
-    yield registry
-    registry.REGISTRY.clear()
-    registry.REGISTRY.update(before)
-
-
 # ---------------------------------------------------------------------------------------------- 1. report
 def _run(root: Path, name: str, seed: int, old_mass: object, config_hash: str | None = None,
          trajectory: bytes | None = None) -> None:

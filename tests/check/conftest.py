@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from hydra import compose, initialize_config_module
 
 #: a profile small enough for tests: 3 seeds, short runs, small flows
@@ -20,15 +19,3 @@ def check_config(*overrides: str):
 def train_compose(overrides):
     with initialize_config_module("ptforget.conf", version_base="1.3"):
         return compose("train", overrides=list(overrides))
-
-
-@pytest.fixture
-def registry_guard():
-    """Claims registered by a test are removed afterwards (the registry is process-global)."""
-    from ptforget.check import registry
-
-    registry.load_builtin()
-    before = dict(registry.REGISTRY)
-    yield registry
-    registry.REGISTRY.clear()
-    registry.REGISTRY.update(before)
