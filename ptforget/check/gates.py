@@ -8,7 +8,8 @@ reason it failed (the row is then *untestable* or *not converged*) or None.
   two standard errors of slack otherwise) and its old-region mass within ``start_old_mass_rel`` of q0's (relative).
   Measured by the run before its first step (``metrics.start_fidelity``, ``summary.json``'s ``start``).
 * **plateau**: the statistic's linear trend over the last quarter of the run moves it by less than
-  ``plateau_fraction`` x the row's margin (a criterion fixed with the margin, before the run).
+  ``plateau_fraction`` x the row's margin (a criterion fixed with the margin, before the run); a sup over the run
+  (the drift rows) must be reached before the last quarter (``claims.reverse_kl.sup_reached``).
 """
 
 from __future__ import annotations
@@ -80,19 +81,3 @@ def plateau(runs: Sequence[Run], key: str, margin: float, th: dict[str, float]) 
     ok = math.isfinite(ch) and ch <= lim
     return ok, (f"{key} moved {ch:.3g} over the last quarter (trend, median over seeds); the plateau criterion is "
                 f"<= {th['plateau_fraction']:g} x the margin = {lim:.3g}")
-
-
-def sup_plateau(runs: Sequence[Run], key: str, margin: float, th: dict[str, float], ref: float | None = None
-                ) -> tuple[bool, str]:
-    """(converged, why) for a sup over the run of a column (or of its distance from ``ref``): the sup was reached,
-    i.e. the last quarter raised it by less than ``plateau_fraction`` x the margin (median over seeds)."""
-    rises = []
-    for r in runs:
-        v = r.col(key) if ref is None else np.abs(r.col(key) - ref)
-        q = max(1, len(v) - math.ceil(0.25 * len(v)))
-        rises.append(max(0.0, float(np.nanmax(v) - np.nanmax(v[:q]))))
-    rise = float(np.median(rises)) if rises else math.nan
-    lim = th["plateau_fraction"] * margin
-    ok = math.isfinite(rise) and rise <= lim
-    return ok, (f"the sup of {key} rose {rise:.3g} in the last quarter (median over seeds); the plateau criterion "
-                f"is <= {th['plateau_fraction']:g} x the margin = {lim:.3g}")

@@ -21,7 +21,7 @@ import torch
 
 from ptforget.check import rules
 from ptforget.check.context import Context
-from ptforget.check.gates import plateau, sup_plateau
+from ptforget.check.gates import plateau
 from ptforget.check.registry import Explanation
 from ptforget.check.runs import Result, Run, RunSpec
 from ptforget.stats import summarize
@@ -90,15 +90,6 @@ def settled(ctx: Context, res: Result, key: str, rule: rules.Discrimination) -> 
     its plateau (``gates.plateau`` at the rule's margin)."""
     ok, why = plateau(res.runs, key, rule.margin, ctx.gates())
     return {"converged": ok, "convergence": why, "sources": [res]}
-
-
-def sup_settled(ctx: Context, results: Sequence[Result], key: str, rule: rules.Discrimination,
-                ref: float | None = None) -> dict:
-    """Row keyword arguments for a sup over the run: every result's sup was reached (``gates.sup_plateau``)."""
-    outs = [sup_plateau(r.runs, key, rule.margin, ctx.gates(), ref) for r in results]
-    bad = [w for ok, w in outs if not ok]
-    return {"converged": not bad, "convergence": bad[0] if bad else (outs[0][1] if outs else ""),
-            "sources": list(results)}
 
 
 def collapses(ctx: Context, values: Sequence[float], retained: float) -> list[bool]:
