@@ -19,7 +19,7 @@ from ptforget.errors import ConfigError
 from ptforget.io import read_json
 from ptforget.module import PostTrainModule
 from ptforget.train import config_hash, run_training
-from tests.check.conftest import check_config, registry_guard, train_compose  # noqa: F401 (a fixture)
+from tests.check.conftest import check_config, train_compose
 from tests.check.test_engine import _register_toy
 from tests.conftest import compose_cfg
 from tests.test_no_loss import _signal_at
